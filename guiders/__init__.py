@@ -1,0 +1,5 @@
+"""Pure torch guidance math. Never imports comfy: every file here runs without a host.
+
+Vocabulary (see vocab.py): D = denoised prediction (x0), eps = predicted noise, sigma = noise level in
+ComfyUI's VE parameterisation x = x0 + sigma * n. All reductions are per sample (dim 0 is the batch).
+"""

@@ -1,0 +1,11 @@
+"""ComfyUI V3 nodes. Each module lists its nodes in NODES; they only adapt types, the math is in guiders/."""
+from comfy_api.latest import ComfyExtension
+
+from . import negatives, perp_neg
+
+MODULES = [negatives, perp_neg]
+
+
+class NegGuideExtension(ComfyExtension):
+    async def get_node_list(self):
+        return [node for module in MODULES for node in module.NODES]
