@@ -12,7 +12,7 @@ Fixture `host` (session) gives:
   host.ckpt_path       its path;  host.tmp: a session temp dir (also ComfyUI's input/output/temp dirs)
   host.add_model_dir(folder_name, path)  registers a models folder (e.g. "LLM") for this session
   host.pack            the NegGuide module as ComfyUI loaded it; host.nodes: ComfyUI's nodes module
-Graph helpers: tiny_graph() builds the usual loader/encode/latent nodes.
+Graph helpers: hostlib.tiny_graph() builds the usual loader/encode/latent nodes.
 """
 import asyncio
 import importlib
@@ -106,13 +106,3 @@ def host(tmp_path_factory):
                                  ckpt=ckpt_path.name, ckpt_path=ckpt_path, tmp=tmp, pack=pack,
                                  nodes=nodes, execution=execution, add_model_dir=add_model_dir,
                                  HostError=HostError)
-
-
-def tiny_graph(ckpt, prompt="a photo of a cat", negative="blurry", width=64, height=64, batch=1):
-    """The usual loader / text encode / empty latent nodes, with ids "ckpt", "pos", "neg", "empty", "latent"."""
-    enc = lambda text: {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["ckpt", 1]}}
-    return {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "pos": enc(prompt), "neg": enc(negative), "empty": enc(""),
-        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
-    }

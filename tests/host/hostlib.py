@@ -73,3 +73,13 @@ def boot(tmp: pathlib.Path):
         raise HostError(f"ComfyUI refused to load the pack from {ROOT}; see the log above")
     pack = sys.modules[str(ROOT).replace(".", "_x_")]
     return nodes, execution, pack
+
+
+def tiny_graph(ckpt, prompt="a photo of a cat", negative="blurry", width=64, height=64, batch=1):
+    """The usual loader / text encode / empty latent nodes, with ids "ckpt", "pos", "neg", "empty", "latent"."""
+    enc = lambda text: {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["ckpt", 1]}}
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "pos": enc(prompt), "neg": enc(negative), "empty": enc(""),
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
+    }

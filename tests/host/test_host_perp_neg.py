@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import tiny_graph
+from hostlib import tiny_graph
 
 STEPS = dict(steps=3, sampler_name="euler", scheduler="normal")
 

@@ -1,7 +1,7 @@
 """The pack loads in a real ComfyUI and a tiny graph runs through its executor."""
 import torch
 
-from conftest import tiny_graph
+from hostlib import tiny_graph
 
 
 def test_pack_nodes_registered(host):
