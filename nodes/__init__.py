@@ -1,9 +1,9 @@
 """ComfyUI V3 nodes. Each module lists its nodes in NODES; they only adapt types, the math is in guiders/."""
 from comfy_api.latest import ComfyExtension
 
-from . import negatives, perp_neg
+from . import negatives, perp_neg, views, debias, dns, captioner, auto_dnp, dng
 
-MODULES = [negatives, perp_neg]
+MODULES = [negatives, perp_neg, views, debias, dns, captioner, auto_dnp, dng]
 
 
 class NegGuideExtension(ComfyExtension):

@@ -2,6 +2,7 @@
 import importlib
 import json
 import os
+import shutil
 import socket
 
 import pytest
@@ -40,6 +41,8 @@ def bad_root(tmp_path_factory, llm_root):
         for file, text in files.items():
             (root / name / file).write_text(text)
     tiny.blip(root / "silent_blip", empty_captions=True)
+    shutil.copytree(llm_root / "blip", root / "blip_with_git_weights")
+    shutil.copy(llm_root / "git" / "model.safetensors", root / "blip_with_git_weights" / "model.safetensors")
     return root
 
 
@@ -230,6 +233,7 @@ def test_nothing_touches_the_network(cap, use_llm, llm_root, monkeypatch):
     ("corrupt_weights", ["could not be loaded", "config.json, *.safetensors"]),
     ("bert_text_model", ["'bert' model", "image-to-text", "BLIP"]),
     ("remote_code", ["its own Python code", "trust_remote_code=False", "converted"]),
+    ("blip_with_git_weights", ["weights do not fit the 'blip' architecture", "missing"]),
 ])
 def test_bad_folders_give_clear_messages(host, use_llm, bad_root, folder, words):
     use_llm(bad_root)

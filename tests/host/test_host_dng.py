@@ -64,7 +64,8 @@ def direct_sample(guider, noise, sampler="euler", steps=4):
 
 def test_batch_of_four_equals_four_single_runs(host):
     g = tiny_graph(host.ckpt)
-    g["guider"] = dng_guider(tau=5.0, delta=0.5)  # strong tracking, so per-sample p really differ
+    g["guider"] = dng_guider(tau=1e-4, delta=0.0, per_element=False)  # the random model's evidence is huge:
+    # a tiny tau keeps p off the clamps, so the per-sample values really differ
     guider = host.execute(g, ["guider"])["guider"][0]
     noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     batched = direct_sample(guider, noise)
@@ -74,7 +75,7 @@ def test_batch_of_four_equals_four_single_runs(host):
         scale = batched[i].abs().max()
         assert (single[0] - batched[i]).abs().max() <= 1e-4 * scale
         assert torch.allclose(guider.dng.history()["p"][:, 0], p_batched[:, i], rtol=1e-3, atol=1e-7)
-    assert p_batched[-1].std() > 0
+    assert p_batched[-1].log().std() > 1e-3
 
 
 def test_all_three_conditions_in_one_calc_cond_batch_call(host):
@@ -138,7 +139,8 @@ def test_plot_before_sampling_and_wrong_guider_are_clear_errors(host):
     g["guider"] = dng_guider(tau=0.3)
     g["core"] = {"class_type": "CFGGuider", "inputs": {"model": ["ckpt", 0], "positive": ["pos", 0],
                                                        "negative": ["empty", 0], "cfg": 7.5}}
-    g["plot"] = {"class_type": "NegGuideDNGPlot", "inputs": {"guider": ["guider", 0], "latent": ["latent", 0]}}
+    g["plot"] = {"class_type": "NegGuideDNGPlot", "inputs": {"guider": ["guider", 0], "latent": ["latent", 0],
+                                                             "width": 320, "height": 320}}
     with pytest.raises(host.HostError, match="not sampled yet"):
         host.execute(g, ["plot"])
     g["plot"]["inputs"]["guider"] = ["core", 0]
