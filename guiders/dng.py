@@ -111,7 +111,7 @@ def check_settings(prior: float, p_min: float, p_max: float, lambda0: float = 0.
 class PosteriorTracker:
     """p = P(c- | x_t) per sample, updated from consecutive evaluations. Call reset() before every run.
 
-    Sampler-agnostic rule (DECISION, measured in docs/README_dng.md): every evaluation is filed under its
+    Sampler-agnostic rule (DECISION, measured in docs/dng.md): every evaluation is filed under its
     sigma level. A lower sigma opens a new level: p is updated from the previous level's LAST evaluation.
     The same sigma again (heun's corrector, restarts) recomputes the current level's p from the previous
     level with the newer x, so the posterior always follows the latest state and never counts one step

@@ -17,6 +17,7 @@ import math
 import torch
 
 from .dng import transition
+from .vocab import eps_from_x0
 
 F64 = torch.float64
 
@@ -106,7 +107,7 @@ def prior_noise(n: int, d: int, sigmas: torch.Tensor, generator=None) -> torch.T
 
 def sample_euler(model, x, sigmas, kind="ve", generator=None):
     for i in range(len(sigmas) - 1):
-        x = x + (x - model(x, sigmas[i])) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+        x = x + eps_from_x0(x, model(x, sigmas[i]), sigmas[i]) * (sigmas[i + 1] - sigmas[i])
     return x
 
 
@@ -123,12 +124,12 @@ def sample_euler_ancestral(model, x, sigmas, kind="ve", generator=None):
 
 def sample_heun(model, x, sigmas, kind="ve", generator=None):
     for i in range(len(sigmas) - 1):
-        d1 = (x - model(x, sigmas[i])) / sigmas[i]
+        d1 = eps_from_x0(x, model(x, sigmas[i]), sigmas[i])
         dt = sigmas[i + 1] - sigmas[i]
         if sigmas[i + 1] == 0:
             return x + d1 * dt
         x2 = x + d1 * dt
-        d2 = (x2 - model(x2, sigmas[i + 1])) / sigmas[i + 1]
+        d2 = eps_from_x0(x2, model(x2, sigmas[i + 1]), sigmas[i + 1])
         x = x + (d1 + d2) / 2 * dt
     return x
 

@@ -11,7 +11,7 @@ TINY = 1e-12  # below this squared norm a direction counts as zero (fp32 reducti
 
 def sigma_like(sigma, x: torch.Tensor) -> torch.Tensor:
     """Broadcast a per-sample sigma (scalar or shape [B]) against x of shape [B, ...]."""
-    s = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
+    s = torch.as_tensor(sigma, device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     if s.ndim == 0:
         s = s.expand(x.shape[0])
     return s.reshape(-1, *([1] * (x.ndim - 1)))

@@ -18,7 +18,7 @@ from ._sampling import ksampler_inputs, sample_with_guider
 from .negatives import CATEGORY
 from .plot import dng_chart
 
-# Samplers whose steps draw fresh noise: the posterior is tracked from exactly that noise (README_dng.md).
+# Samplers whose steps draw fresh noise: the posterior is tracked from exactly that noise (docs/dng.md).
 STOCHASTIC = ("ancestral", "sde", "lcm", "ddpm", "seeds", "sa_solver")
 _warned = set()
 
@@ -42,7 +42,7 @@ class DNGGuider(NegGuideGuider):
         if name and not any(tag in name for tag in STOCHASTIC) and name not in _warned:
             _warned.add(name)  # once per sampler and session
             logging.warning("NegGuide DNG: sampler %s adds no noise per step, so the posterior of the unwanted "
-                            "concept is tracked poorly (see README_dng.md); prefer euler_ancestral or dpmpp_sde.", name)
+                            "concept is tracked poorly (see docs/dng.md in the NegGuide folder); prefer euler_ancestral or dpmpp_sde.", name)
         return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     def start_run(self, noise, sigmas):

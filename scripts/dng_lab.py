@@ -4,7 +4,7 @@
 
 Uses ComfyUI's own k-diffusion samplers when a checkout is at COMFYUI_PATH or ~/ComfyUI (only that folder
 goes on sys.path, plus the tests' torchvision stub when torchvision is missing); otherwise the lab's own
-euler / euler_ancestral / heun / dpmpp_2m. Prints markdown tables (pasted into docs/README_dng.md) and writes
+euler / euler_ancestral / heun / dpmpp_2m. Prints markdown tables (pasted into docs/dng.md) and writes
 PNG figures (PIL only) to --out.
 """
 import argparse

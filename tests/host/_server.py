@@ -150,7 +150,9 @@ def _free_port() -> int:
 
 
 def _needs_stubs() -> bool:
-    return importlib.util.find_spec("torchvision") is None
+    """No real torchvision (absent, or only our stand-in, which the in-process tier may have put on sys.path)."""
+    spec = importlib.util.find_spec("torchvision")
+    return spec is None or not spec.origin or pathlib.Path(spec.origin).is_relative_to(STUBS)
 
 
 def _load_by_path(name: str, path: pathlib.Path):
