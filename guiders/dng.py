@@ -33,6 +33,11 @@ N_REF = 4 * 64 * 64  # per-element mode rescales squared norms to this size: an 
 SIGMA_RTOL = 1e-5  # sigmas this close count as the same level (heun and friends re-evaluate a level)
 
 
+def check_kind(kind: str):
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: use one of {KINDS}")
+
+
 def transition(sigma_prev: torch.Tensor, sigma_now: torch.Tensor, kind: str = "ve"):
     """(a, k, v) of the ancestral reverse transition x_now ~ N(a x_prev + k D(x_prev), v), fp64, per sample."""
     sp, sn = sigma_prev.double(), sigma_now.double()
@@ -104,8 +109,7 @@ def check_settings(prior: float, p_min: float, p_max: float, lambda0: float = 0.
         raise ValueError(f"lambda0: {lambda0} must be >= 0 (0 turns DNG into plain CFG)")
     if tau < 0:
         raise ValueError(f"tau: {tau} must be >= 0 (it is a temperature on the evidence; 1 = exact Bayes)")
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r}: use one of {KINDS}")
+    check_kind(kind)
 
 
 class PosteriorTracker:
@@ -128,8 +132,7 @@ class PosteriorTracker:
 
     def reset(self, kind: str | None = None):
         if kind is not None:
-            if kind not in KINDS:
-                raise ValueError(f"kind {kind!r}: use one of {KINDS}")
+            check_kind(kind)
             self.kind = kind
         self.cur = self.prev = None  # (sigma [B] fp64 cpu, x, d_neg, d_pos, log p [B])
         self.linked = None  # [B] bool: prev is the level just before cur

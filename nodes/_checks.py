@@ -33,9 +33,14 @@ def check_family(model, named: dict):
                 "that belongs to this checkpoint.")
 
 
+def weight_values(weight) -> list:
+    """A negative's weight as a list: one value, or one per latent."""
+    return list(weight) if isinstance(weight, (list, tuple)) else [weight]
+
+
 def check_weight(label: str, weight, batch: int | None = None):
     """A negative weight: a number >= 0, or a list with one such number per latent."""
-    values = list(weight) if isinstance(weight, (list, tuple)) else [weight]
+    values = weight_values(weight)
     if not values:
         raise ValueError(f"{label}: empty weight list; give one weight or one per latent")
     for v in values:

@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from ..guiders.perp_neg import perp_neg_extra
 from ..guiders.score_clip import scheduled_clip
-from ._checks import check_family, check_weight
+from ._checks import check_family, check_weight, weight_values
 from ._guider import NegGuideGuider, as_negative
 from ._sampling import ksampler_inputs, sample_with_guider
 from .negatives import CATEGORY, Negatives, chain
@@ -20,7 +20,7 @@ class PerpNegGuider(NegGuideGuider):
             conds[f"neg_{i}"] = as_negative(n["conditioning"])
         self.inner_set_conds(conds)
         # A negative whose weights are all zero contributes exactly nothing: never evaluate it.
-        self.active = [i for i, n in enumerate(negatives) if any(w != 0 for w in _as_list(n["weight"]))]
+        self.active = [i for i, n in enumerate(negatives) if any(w != 0 for w in weight_values(n["weight"]))]
 
     def start_run(self, noise, sigmas):
         self.sigmas = sigmas
@@ -39,10 +39,6 @@ class PerpNegGuider(NegGuideGuider):
         if self.score_clip is None:
             return extra
         return scheduled_clip(outs["positive"], outs["negative"], extra, self.cfg, sigma, self.sigmas, *self.score_clip)
-
-
-def _as_list(weight):
-    return list(weight) if isinstance(weight, (list, tuple)) else [weight]
 
 
 def perp_neg_inputs():
