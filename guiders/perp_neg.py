@@ -10,9 +10,12 @@ alleviate Janus problem and Beyond" (2023), eq. 6 and the Perp-Neg algorithm of 
 Only the component of each negative that is perpendicular to the positive direction is removed, so a
 negative that overlaps the positive cannot cancel it (sec. 2.2.2).
 """
+import math
+
 import torch
 
-from .vocab import TINY, batch_dot, per_sample
+from .convert import TINY, batch_dot, per_sample
+from .technique import EMPTY, Technique, Wrapper
 
 
 def perpendicular(e: torch.Tensor, e_pos: torch.Tensor) -> torch.Tensor:
@@ -52,3 +55,59 @@ def cebm(d_pos, d_empty, d_negs, weights, scale: float) -> torch.Tensor:
     """Classic composable negative prompting (CEBM, eq. 5), kept only as the reference the paper compares to."""
     total = sum(per_sample(w, d_pos) * (d - d_empty).float() for d, w in zip(d_negs, weights))
     return d_empty + (d_pos - d_empty - total.to(d_pos.dtype)) * scale
+
+
+def weight_values(weight) -> list:
+    """A negative's weight as a list: one value, or one per latent."""
+    return list(weight) if isinstance(weight, (list, tuple)) else [weight]
+
+
+def check_weight(label: str, weight, batch: int | None = None):
+    """A negative weight: a number >= 0, or a list with one such number per latent (ValueError naming `label`)."""
+    values = weight_values(weight)
+    if not values:
+        raise ValueError(f"{label}: empty weight list; give one weight or one per latent")
+    for v in values:
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{label}: weight {v!r} is not allowed; negative weights must be finite numbers >= 0")
+    if batch is not None and len(values) not in (1, batch):
+        raise ValueError(f"{label}: {len(values)} per-sample weights for a latent batch of {batch}; "
+                         "give one weight, or exactly one per latent in the batch")
+
+
+class PerpNeg(Technique):
+    """Perp-Neg as a technique. negatives: [(condition name, weight, label)]; a weight is a number or one per
+    latent. A negative whose weights are all zero contributes exactly nothing, so it is never evaluated."""
+
+    def __init__(self, negatives):
+        self.negatives = [(name, weight, label) for name, weight, label in negatives]
+        for _, weight, label in self.negatives:
+            check_weight(label, weight)
+        self.active = [(n, w) for n, w, _ in self.negatives if any(v != 0 for v in weight_values(w))]
+
+    def reset(self, run):
+        for _, weight, label in self.negatives:
+            check_weight(label, weight, batch=run.batch)
+
+    def conditions(self, step):
+        return [EMPTY, *(n for n, _ in self.active)] if self.active else []
+
+    def term(self, step, d):
+        if not self.active:
+            return None
+        return -step.scale * perp_term(d["positive"], d[EMPTY], [d[n] for n, _ in self.active],
+                                       [w for _, w in self.active])
+
+
+class Perpendicular(Wrapper):
+    """Keeps only the part of another technique's term perpendicular to e_pos = D_pos - D_empty, per sample
+    (Perp-Neg's projection applied to any negative term, e.g. DNG x Perp-Neg). The projection is linear, so for
+    a sum of weighted negative directions it equals projecting each one."""
+
+    def conditions(self, step):
+        inner = self.inner.conditions(step)
+        return [EMPTY, *inner] if inner else []
+
+    def term(self, step, d):
+        extra = self.inner.term(step, d)
+        return None if extra is None else perpendicular(extra, d["positive"] - d[EMPTY])

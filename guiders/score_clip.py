@@ -13,7 +13,8 @@ starts tight and loosens. Measured on a Gaussian-mixture toy in scripts/score_cl
 """
 import torch
 
-from .vocab import sigma_like
+from .convert import sigma_like
+from .technique import EMPTY, Wrapper
 
 
 def clip_threshold(step: int, max_step: int, psi_start: float, psi_end: float) -> float:
@@ -52,3 +53,23 @@ def scheduled_clip(d_pos, d_empty, extra, scale: float, sigma, sigmas, psi_start
     """clip_guidance_extra with psi taken from the schedule at this sigma's step of the sampling run."""
     psi = clip_threshold(*step_of(sigma, sigmas), psi_start, psi_end)
     return clip_guidance_extra(d_pos, d_empty, extra, scale, sigma, psi)
+
+
+class ScoreClip(Wrapper):
+    """Clips the whole guidance term of any technique (plain CFG included) on the schedule above. The step comes
+    from the run's schedule the host passes with every evaluation; without one, every step counts as the first."""
+
+    def __init__(self, inner, psi_start: float, psi_end: float):
+        super().__init__(inner)
+        for name, value in (("score_clip_start", psi_start), ("score_clip_end", psi_end)):
+            if not 0 <= value < float("inf"):
+                raise ValueError(f"{name}: {value} must be a finite number >= 0 (0 and 0 = off; the paper's SD values are 2 -> 8)")
+        self.psi = (float(psi_start), float(psi_end))
+
+    def conditions(self, step):
+        return [EMPTY, *self.inner.conditions(step)]  # the guidance term is measured from D_empty, even at s = 1
+
+    def term(self, step, d):
+        sigmas = step.sigmas if step.sigmas is not None else torch.as_tensor(step.sigma).flatten()[:1]
+        extra = self.inner.term(step, d)
+        return scheduled_clip(d["positive"], d[EMPTY], extra, step.scale, step.sigma, sigmas, *self.psi).float()

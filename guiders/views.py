@@ -28,6 +28,7 @@ from typing import NamedTuple
 import torch
 
 VIEWS = ("front", "side", "back", "overhead")
+CLIP_CHUNK = 77  # CLIP encoders pad every prompt to whole chunks of 77 tokens
 SCHEDULES = ("threestudio", "stable-dreamfusion")
 
 # threestudio PromptProcessor defaults (a, b, c) of f(r) = a exp(-b r) + c, chosen so f(1) ~ 0 where it must vanish.
@@ -95,7 +96,7 @@ def _weights(schedule: str, front_branch: bool, r: float) -> tuple:
 
 def view_mix(azimuth: float, elevation: float = 0.0, schedule: str = "threestudio", front_range: float = 45.0,
              back_range: float = 45.0, overhead_threshold: float = 60.0, weight_scale: float = 1.0) -> ViewMix:
-    """Interpolation coefficients and negative weights for one camera (SPEC 5)."""
+    """Interpolation coefficients and negative weights for one camera (docs/method.md, view prompting)."""
     check_angles(elevation, front_range, back_range)
     a = wrap_azimuth(azimuth)
     label = view_label(a, elevation, front_range, back_range, overhead_threshold)
@@ -148,8 +149,16 @@ def view_rows(mixes) -> dict:
 def _mix_rows(values: dict, rows, key: str) -> torch.Tensor:
     """Row i = sum_v rows[i][v] * values[v] (each of batch 1), in fp32, returned in the input dtype."""
     first = next(iter(values.values()))
-    if key == "cond":  # token lengths may differ (prompt over 75 tokens): pad by repetition like ComfyUI's concat
-        length = math.lcm(*(v.shape[1] for v in values.values()))
+    lengths = sorted({v.shape[1] for v in values.values()}) if key == "cond" else []
+    if len(lengths) > 1:
+        if any(n % CLIP_CHUNK for n in lengths):
+            raise ValueError(f"view_prompts / *_template: the view prompts encode to {lengths} tokens and this model's "
+                             "text encoder does not pad prompts to a common length (e.g. Chroma, Qwen-Image, Lumina 2), "
+                             "so they cannot be blended token by token. Give every view prompt the same number of words, "
+                             "or use the default templates without view_prompts.")
+        # CLIP prompts over 75 tokens come in chunks of 77: repeating every chunk leaves cross-attention unchanged,
+        # which is how ComfyUI itself batches conditionings of different lengths.
+        length = math.lcm(*lengths)
         values = {n: v.repeat(1, length // v.shape[1], *([1] * (v.ndim - 2))) for n, v in values.items()}
     shapes = {tuple(v.shape) for v in values.values()}
     if len(shapes) != 1 or first.shape[0] != 1:
@@ -178,7 +187,7 @@ def mix_conditionings(encoded: dict, rows) -> list:
         used = {v: e for v, e in entries.items() if any(v in row for row in rows)}
         cond = _mix_rows({v: e[0] for v, e in used.items()}, rows, "cond")
         extras = {}
-        for key in next(iter(used.values()))[1]:
+        for key in dict.fromkeys(k for e in used.values() for k in e[1]):  # a key only some views have cannot blend
             vals = {v: e[1].get(key) for v, e in used.items()}
             first = next(iter(vals.values()))
             if all(torch.is_tensor(x) and x.is_floating_point() for x in vals.values()):

@@ -1,85 +1,77 @@
-// NegGuide frontend helper: "Add negative (NegGuide)" in the context menu of every NegGuide node that has a
-// more_negatives input. It appends one Add Negative node to the chain (the old chain goes into its
-// `previous`) plus a CLIP Text Encode on the same CLIP, so the next negative is one click and one prompt away.
+// NegGuide frontend: the "Add negative (NegGuide)" node menu entry (add_negative.js), the azimuth dial on View
+// Conditioning (view_dial.js), the live p / lambda curve on the DNG nodes (dng_live.js), and tidying up the report
+// preview when a Debias View Prompts node is deleted.
 import { app } from "../../scripts/app.js";
+import { MENU_LABEL, addNegative, hasChainInput } from "./add_negative.js";
+import { MIN_WIDTH, makeDial } from "./view_dial.js";
+import { DNG_NODES, listen, makeLiveCurve } from "./dng_live.js";
 
-const MENU_LABEL = "Add negative (NegGuide)";
-const CHAIN_INPUT = "more_negatives";
-const GAP = 30;
+const menuItem = (node) => ({ content: MENU_LABEL, callback: () => addNegative(node, app.canvas) });
+// Frontends that collect getNodeMenuItems from extensions also deprecate patching getExtraMenuOptions:
+// use exactly one of the two, so the entry never shows twice.
+const HAS_MENU_HOOK = typeof app.collectNodeMenuItems === "function";
 
-function hasChainInput(nodeData) {
-    const inputs = nodeData?.input ?? {};
-    return nodeData?.name?.startsWith("NegGuide") && [inputs.required, inputs.optional].some((g) => g && CHAIN_INPUT in g);
-}
-
-// The CLIP output that feeds one of the node's prompt encoders, so the new encoder uses the same CLIP.
-function findClipSource(node) {
-    for (const name of ["negative", "positive", "empty_conditioning"]) {
-        const slot = node.findInputSlot(name);
-        const encoder = slot >= 0 ? node.getInputNode(slot) : null;
-        const clipSlot = encoder?.findInputSlot?.("clip") ?? -1;
-        const link = clipSlot >= 0 ? encoder.getInputLink(clipSlot) : null;
-        if (link) return { node: node.graph.getNodeById(link.origin_id), slot: link.origin_slot };
+// The Preview Any nodes a deleted Debias View Prompts fed: its report would otherwise stay behind, empty (an
+// error on every run) or, with the frontend's "bypass links on delete", showing the prompt under a wrong title.
+function removeReportPreviews(graph, ids) {
+    for (const id of ids) {
+        const preview = graph?.getNodeById(id);
+        if (preview?.comfyClass === "PreviewAny") graph.remove(preview);
     }
-    return null;
-}
-
-// The first y at or below `y` where the new nodes (rects of [x, width, height]) overlap no existing node.
-function freeY(graph, rects, y) {
-    const title = LiteGraph.NODE_TITLE_HEIGHT;
-    for (let moved = true; moved;) {
-        moved = false;
-        for (const n of graph.nodes) {
-            const top = n.pos[1] - title, bottom = n.pos[1] + n.size[1];
-            const hit = rects.some(([x, w, h]) => x < n.pos[0] + n.size[0] && n.pos[0] < x + w && y - title < bottom && top < y + h);
-            if (hit) {
-                y = bottom + GAP + title;
-                moved = true;
-            }
-        }
-    }
-    return y;
-}
-
-export function addNegative(node) {
-    const graph = node.graph;
-    const target = node.findInputSlot(CHAIN_INPUT);
-    if (!graph || target < 0) return null;
-    graph.beforeChange();
-    const previous = graph.getLink(node.inputs[target].link);
-    const clip = findClipSource(node);
-    const add = LiteGraph.createNode("NegGuideAddNegative");
-    const encoder = clip?.node ? LiteGraph.createNode("CLIPTextEncode") : null;
-
-    // In the node's column, below it, with the prompt box on the left: the first spot where nothing is hidden.
-    const x = node.pos[0];
-    const rects = [[x, add.size[0], add.size[1]]];
-    if (encoder) rects.push([x - encoder.size[0] - GAP, encoder.size[0], encoder.size[1]]);
-    const y = freeY(graph, rects, node.pos[1] + node.size[1] + GAP + LiteGraph.NODE_TITLE_HEIGHT);
-    add.pos = [x, y];
-    graph.add(add);
-    if (previous) graph.getNodeById(previous.origin_id).connect(previous.origin_slot, add, add.findInputSlot("previous"));
-    add.connect(0, node, target);
-    if (encoder) {
-        encoder.pos = [x - encoder.size[0] - GAP, y];
-        graph.add(encoder);
-        clip.node.connect(clip.slot, encoder, encoder.findInputSlot("clip"));
-        encoder.connect(0, add, add.findInputSlot("conditioning"));
-    }
-    graph.afterChange();
-    graph.setDirtyCanvas(true, true);
-    return add;
 }
 
 app.registerExtension({
-    name: "NegGuide.AddNegative",
+    name: "NegGuide",
+    setup() {
+        listen(app);
+    },
+    getNodeMenuItems(node) {
+        return hasChainInput(node) ? [menuItem(node)] : [];
+    },
     async beforeRegisterNodeDef(nodeType, nodeData) {
-        if (!hasChainInput(nodeData)) return;
-        const original = nodeType.prototype.getExtraMenuOptions;
-        nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
-            const result = original?.apply(this, arguments);
-            options.push({ content: MENU_LABEL, callback: () => addNegative(this) });
-            return result;
-        };
+        if (!HAS_MENU_HOOK && nodeData.input?.optional?.more_negatives && nodeData.name.startsWith("NegGuide")) {
+            const original = nodeType.prototype.getExtraMenuOptions;
+            nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
+                const result = original?.apply(this, arguments);
+                options.push(menuItem(this));
+                return result;
+            };
+        }
+        if (nodeData.name === "NegGuideDebiasViewPrompts") {
+            // graph.remove() unplugs the outputs (telling us where they went) just before onRemoved, in the same
+            // task; what was unplugged earlier by hand is forgotten at the end of its task.
+            const onConnectionsChange = nodeType.prototype.onConnectionsChange;
+            nodeType.prototype.onConnectionsChange = function (type, slot, connected, link) {
+                if (type === LiteGraph.OUTPUT && !connected && link) {
+                    (this.negguideUnplugged ??= new Set()).add(link.target_id);
+                    setTimeout(() => this.negguideUnplugged.clear());
+                }
+                return onConnectionsChange?.apply(this, arguments);
+            };
+            const onRemoved = nodeType.prototype.onRemoved;
+            nodeType.prototype.onRemoved = function () {
+                const graph = this.graph, ids = [...(this.negguideUnplugged ?? [])];
+                setTimeout(() => removeReportPreviews(graph, ids));  // once the deletion (and any re-linking) is done
+                return onRemoved?.apply(this, arguments);
+            };
+        }
+        if (DNG_NODES.includes(nodeData.name)) {
+            const onNodeCreated = nodeType.prototype.onNodeCreated;
+            nodeType.prototype.onNodeCreated = function () {
+                const result = onNodeCreated?.apply(this, arguments);
+                this.addCustomWidget(makeLiveCurve(this));
+                this.setSize([Math.max(this.size[0], 360), this.computeSize()[1]]);
+                return result;
+            };
+        }
+        if (nodeData.name === "NegGuideViewConditioning") {
+            const onNodeCreated = nodeType.prototype.onNodeCreated;
+            nodeType.prototype.onNodeCreated = function () {
+                const result = onNodeCreated?.apply(this, arguments);
+                this.addCustomWidget(makeDial(this));
+                this.setSize([Math.max(this.size[0], MIN_WIDTH), this.computeSize()[1]]);
+                return result;
+            };
+        }
     },
 });

@@ -4,22 +4,17 @@ DNS sample (same seed) -> VAE decode -> caption -> encode the caption as the neg
 With a latent batch, image i gets the caption of its own DNS image as its negative.
 """
 import logging
-import math
 
 import comfy.samplers
 import torch
 from comfy_api.latest import io
 
+from ..guiders.views import mix_conditionings
+from ._common import SAMPLING, Captioner, encode
 from ._sampling import ksampler_inputs, sample_with_guider
-from .captioner import Captioner, caption_inputs
+from .captioner import caption_inputs
 from .dns import SCALE_TOOLTIP, dns_guider
-from .negatives import CATEGORY
 from .perp_neg import build_guider as perp_neg_guider
-
-
-def encode(clip, text: str):
-    """What CLIP Text Encode does."""
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
 def decode(vae, latent: dict) -> torch.Tensor:
@@ -28,38 +23,18 @@ def decode(vae, latent: dict) -> torch.Tensor:
     return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
 
 
-def stack_rows(conds: list):
-    """One CONDITIONING whose batch row i is conds[i] (each encoded from one text), or None if they don't stack."""
-    if any(len(c) != 1 or c[0][0].shape[0] != 1 for c in conds):
-        return None
-    embs = [c[0][0] for c in conds]
-    if any(e.shape[2:] != embs[0].shape[2:] for e in embs):
-        return None
-    # Repeating every token k times leaves cross-attention unchanged; ComfyUI batches conds the same way.
-    length = math.lcm(*(e.shape[1] for e in embs))
-    emb = torch.cat([e.repeat(1, length // e.shape[1], *[1] * (e.ndim - 2)) for e in embs])
-    extras = {}
-    for key in set().union(*(c[0][1] for c in conds)):
-        values = [c[0][1].get(key) for c in conds]
-        if all(torch.is_tensor(v) and v.shape[0] == 1 and v.shape == values[0].shape for v in values):
-            extras[key] = torch.cat(values)
-        elif not any(torch.is_tensor(v) for v in values) and all(v == values[0] for v in values):
-            extras[key] = values[0]
-        else:
-            return None
-    return [[emb, extras]]
-
-
 def caption_negative(clip, captions: list[str]):
-    """The negative CONDITIONING: each image's own caption where the encoder output allows it."""
+    """The negative CONDITIONING: each image's own caption where the encoder output allows it (batch row i is
+    caption i, stacked the way View Conditioning stacks its per-image prompts)."""
     if len(set(captions)) == 1:
         return encode(clip, captions[0])
-    stacked = stack_rows([encode(clip, c) for c in captions])
-    if stacked is None:
+    encoded = {i: encode(clip, c) for i, c in enumerate(captions)}
+    try:
+        return mix_conditionings(encoded, [{i: 1.0} for i in encoded])
+    except ValueError:
         logging.warning("NegGuide auto-DNP: this text encoder's outputs cannot be stacked per image; "
                         "every image gets all captions as one negative.")
         return encode(clip, "\n".join(captions))
-    return stacked
 
 
 def final_guider(model, positive, empty, negative, cfg, final_guidance, neg_weight):
@@ -77,7 +52,7 @@ class AutoDNP(io.ComfyNode):
         return io.Schema(
             node_id="NegGuideAutoDNP",
             display_name="Auto-DNP KSampler (NegGuide)",
-            category=CATEGORY,
+            category=SAMPLING,
             description="Diffusion-negative prompting (Desai & Vasconcelos 2024) in one node: samples the DNS image "
                         "(what the model thinks your prompt is NOT) with the final pass's seed, captions it, and "
                         "uses the caption as the negative prompt of the final pass (plain CFG or Perp-Neg).",

@@ -1,58 +1,23 @@
-"""Captioner loader and caption nodes for auto-DNP (Hugging Face side: nodes/_hf.py).
+"""Captioner loader and caption nodes for auto-DNP (Hugging Face side: support/hf.py).
 
 Captioners live in ComfyUI's models/LLM folder (plus any LLM entries of extra_model_paths.yaml). The
 HF model sits inside a ModelPatcher so ComfyUI's memory manager loads, offloads and unloads it like
 any other model.
 """
 import logging
-import os
 
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
-import folder_paths
 import torch
 from comfy_api.latest import io
 
-from . import _hf
-from .negatives import CATEGORY
+from ..support import hf
+from ._common import IMAGE, LOADERS, Captioner
+from ._folders import ModelFolder
 
-FOLDER = "LLM"
-
-
-def register_folder():
-    """ComfyUI has no LLM folder name of its own. extra_model_paths.yaml entries under LLM are registered
-    before packs load; models/LLM goes after them, so both are searched."""
-    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
-
-
-register_folder()
-
-NONE_FOUND = f"(no captioner in models/{FOLDER})"
+FOLDER = ModelFolder("LLM", "model_name", "captioner", hf.WHAT_TO_PUT, "blip-image-captioning-large")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-Captioner = io.Custom("NEGGUIDE_CAPTIONER")
-
-
-def folders() -> list[str]:
-    return folder_paths.get_folder_paths(FOLDER)
-
-
-def captioner_names() -> list[str]:
-    names = []
-    for root in folders():
-        names += [n for n in _hf.find_models(root) if n not in names]
-    return names
-
-
-def resolve(name: str) -> str:
-    """The folder of a listed captioner; only names the scan found are accepted (no path tricks)."""
-    if name in captioner_names():
-        for root in folders():
-            path = os.path.join(root, *name.split("/"))
-            if os.path.isdir(path):
-                return path
-    raise ValueError(f"model_name: no captioner {name!r} in {' or '.join(folders())}. Put {_hf.WHAT_TO_PUT} in a "
-                     "sub-folder there (one folder per model, e.g. LLM/blip-image-captioning-large) and refresh.")
 
 
 def pick_dtype(choice: str, device) -> torch.dtype:
@@ -79,7 +44,7 @@ class LoadedCaptioner:
     def __init__(self, name: str, path: str, dtype_choice: str = "auto"):
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         self.name, self.path = name, path
-        self.processor, model = _hf.load(path, pick_dtype(dtype_choice, load_device))
+        self.processor, model = hf.load(path, pick_dtype(dtype_choice, load_device))
         self.patcher = comfy.model_patcher.ModelPatcher(HFModule(model, offload_device), load_device, offload_device)
 
     def load(self):
@@ -105,7 +70,7 @@ class LoadedCaptioner:
             for start in range(0, images.shape[0], images_per_call):
                 mm.throw_exception_if_processing_interrupted()
                 chunk = images[start:start + images_per_call]
-                captions += _hf.caption(self.patcher.model.hf, self.processor, _hf.to_pil(chunk), prompt,
+                captions += hf.caption(self.patcher.model.hf, self.processor, hf.to_pil(chunk), prompt,
                                         max_new_tokens, self.patcher.load_device)
                 progress.update(chunk.shape[0])
         finally:
@@ -115,7 +80,7 @@ class LoadedCaptioner:
             if not text:
                 raise ValueError(f"captioner {self.name} ({self.path}) returned an empty caption for image {i}. "
                                  "Raise max_new_tokens, change or clear the prompt, or put another captioner in "
-                                 f"models/{FOLDER}: {_hf.FAMILIES}.")
+                                 f"models/{FOLDER.name}: {hf.FAMILIES}.")
         logging.info("NegGuide captions from %s: %s", self.name, captions)
         return captions
 
@@ -125,7 +90,7 @@ def caption_inputs(prompt_name: str = "prompt"):
         io.String.Input(prompt_name, default="", multiline=True,
                         tooltip="Optional text prompt. BLIP/GIT: a caption prefix (e.g. 'a photography of'), removed "
                                 "from the output. Florence-2: a task token such as <CAPTION>. PaliGemma: 'caption en'. "
-                                f"Chat models (LLaVA, Qwen-VL, SmolVLM): the question; empty = '{_hf.DEFAULT_QUESTION}'"),
+                                f"Chat models (LLaVA, Qwen-VL, SmolVLM): the question; empty = '{hf.DEFAULT_QUESTION}'"),
         io.Int.Input("max_new_tokens", default=60, min=1, max=1024,
                      tooltip="Maximum caption length in tokens. The paper used captions shorter than 60 words."),
         io.Int.Input("images_per_call", default=8, min=1, max=256,
@@ -139,17 +104,16 @@ def caption_inputs(prompt_name: str = "prompt"):
 class CaptionerLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        names = captioner_names()
         return io.Schema(
             node_id="NegGuideCaptionerLoader",
             display_name="Load Captioner (NegGuide)",
-            category=CATEGORY,
-            description=f"Loads an image-to-text model from models/{FOLDER} (a Hugging Face folder: BLIP, BLIP-2, GIT, "
+            category=LOADERS,
+            description=f"Loads an image-to-text model from models/{FOLDER.name} (a Hugging Face folder: BLIP, BLIP-2, GIT, "
                         "converted Florence-2, LLaVA, PaliGemma, Qwen-VL, SmolVLM) for diffusion-negative prompting. "
                         "Local files only; code shipped with a model is never run.",
             inputs=[
-                io.Combo.Input("model_name", options=names or [NONE_FOUND],
-                               tooltip=f"A model folder under models/{FOLDER} (searched two levels deep for config.json)."),
+                io.Combo.Input("model_name", options=FOLDER.options(),
+                               tooltip=f"A model folder under models/{FOLDER.name} (searched two levels deep for config.json)."),
                 io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
                                tooltip="Weight precision. auto: bf16 or fp16 where ComfyUI's model management says the "
                                        "device supports it, else fp32."),
@@ -159,13 +123,7 @@ class CaptionerLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, dtype="auto") -> io.NodeOutput:
-        if model_name == NONE_FOUND or not captioner_names():
-            empty = [os.path.join(root, e.name) for root in folders() if os.path.isdir(root)
-                     for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
-            seen = f" ({', '.join(empty)}: no config.json found, incomplete download?)" if empty else ""
-            raise ValueError(f"model_name: no captioner installed{seen}. Put {_hf.WHAT_TO_PUT} in a sub-folder of "
-                             f"{' or '.join(folders())}, then refresh the page.")
-        return io.NodeOutput(LoadedCaptioner(model_name, resolve(model_name), dtype))
+        return io.NodeOutput(LoadedCaptioner(model_name, FOLDER.resolve(model_name), dtype))
 
 
 class CaptionImages(io.ComfyNode):
@@ -174,7 +132,7 @@ class CaptionImages(io.ComfyNode):
         return io.Schema(
             node_id="NegGuideCaption",
             display_name="Caption Images (NegGuide)",
-            category=CATEGORY,
+            category=IMAGE,
             description="Captions each image with a captioner. For diffusion-negative prompting, caption the DNS image "
                         "and encode the caption as the negative prompt of the final pass.",
             inputs=[Captioner.Input("captioner", tooltip="From 'Load Captioner (NegGuide)'."),

@@ -1,57 +1,22 @@
-"""DNG guider, sampler and plot nodes (math: guiders/dng.py; chart: nodes/plot.py).
+"""DNG guider, sampler and plot nodes (math: guiders/dng.py; chart: support/plot.py).
 
-A guider node returns before sampling runs, so the diagnostics live on the guider object: each run
-resets them (start_run) and fills one row per sigma level. "DNG Plot" takes the same GUIDER plus the
-sampler's LATENT, which only exists after sampling, so it always draws the run that just happened.
+A guider node returns before sampling runs, so the diagnostics live on the guider's DNG technique: each run
+resets them and fills one row per sigma level. "DNG Plot" takes the same GUIDER plus the sampler's LATENT,
+which only exists after sampling, so it always draws the run that just happened.
 """
-import logging
+import sys
 
-import comfy.model_sampling
 import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
-from ..guiders.dng import DynamicNegativeGuidance
+from ..guiders.dng import CORRECTIONS, DynamicNegativeGuidance
+from ..guiders.perp_neg import Perpendicular
+from ..support.plot import dng_chart
 from ._checks import check_family
-from ._guider import NegGuideGuider, as_negative
-from ._sampling import ksampler_inputs, sample_with_guider
-from .negatives import CATEGORY
-from .plot import dng_chart
-
-# Samplers whose steps draw fresh noise: the posterior is tracked from exactly that noise (docs/dng.md).
-STOCHASTIC = ("ancestral", "sde", "lcm", "ddpm", "seeds", "sa_solver")
-_warned = set()
-
-
-class DNGGuider(NegGuideGuider):
-    def __init__(self, model, positive, empty, unwanted, cfg, dng: DynamicNegativeGuidance):
-        super().__init__(model)
-        self.cfg = cfg
-        self.dng = dng
-        self.inner_set_conds({"positive": positive, "negative": as_negative(empty), "unwanted": as_negative(unwanted)})
-
-    def extra_names(self):
-        return ["unwanted"]
-
-    def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
-        for name, tensor in (("noise", noise), ("latent_image", latent_image)):
-            if tensor is not None and not torch.isfinite(tensor).all():
-                raise ValueError(f"{name}: the latent holds NaN or inf values, so DNG cannot track a posterior. "
-                                 "Fix the node that produced it (VAE Encode of a broken image, a bad latent file).")
-        name = getattr(getattr(sampler, "sampler_function", None), "__name__", "")
-        if name and not any(tag in name for tag in STOCHASTIC) and name not in _warned:
-            _warned.add(name)  # once per sampler and session
-            logging.warning("NegGuide DNG: sampler %s adds no noise per step, so the posterior of the unwanted "
-                            "concept is tracked poorly (see docs/dng.md in the NegGuide folder); prefer euler_ancestral or dpmpp_sde.", name)
-        return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
-
-    def start_run(self, noise, sigmas):
-        sampling = self.model_patcher.get_model_object("model_sampling")
-        self.dng.reset("const" if isinstance(sampling, comfy.model_sampling.CONST) else "ve")
-
-    def combine(self, x, sigma, outs):
-        return self.dng.extra(x, sigma, outs["positive"], outs["negative"], outs["unwanted"])
-
+from ._common import SAMPLING
+from ._guider import WINDOW_INPUTS, Guider, windowed
+from ._pair import node_pair
 
 TIPS = {
     "unwanted": "The concept to keep out (e.g. 'a dog' or a style). DNG pushes away from it only while the image "
@@ -72,32 +37,41 @@ TIPS = {
     "per_element": "Measure distances per latent element (scaled to a 4x64x64 latent, i.e. SD at 512 px), so tau and "
                    "delta mean the same at every resolution. Off = raw sums as in the paper: bigger latents then make "
                    "the posterior jump faster.",
+    "correction": "Divergence correction of the posterior for samplers that add less noise per step than "
+                  "euler_ancestral (euler, dpmpp_2m, uni_pc, ddim, eta < 1): without it their p barely leaves the "
+                  "prior. auto = only where the measured noise is below the ancestral step's, on = every step, "
+                  "off = the paper's tracker. Costs up to 2 extra model rows per step (docs/dng.md).",
 }
 
 
-def dng_inputs():
-    return [
-        io.Model.Input("model", tooltip="The diffusion model."),
-        io.Conditioning.Input("positive", tooltip="What you want to see."),
-        io.Conditioning.Input("empty_conditioning", tooltip="The empty prompt (CLIP Text Encode with no text): the unconditional branch of CFG."),
-        io.Conditioning.Input("unwanted", tooltip=TIPS["unwanted"]),
-        io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="CFG scale s of the positive prompt."),
-        io.Float.Input("lambda0", default=15.0, min=0.0, max=1000.0, step=0.5, round=0.01, tooltip=TIPS["lambda0"]),
-        io.Float.Input("prior", default=0.01, min=1e-6, max=0.999, step=0.001, round=False, tooltip=TIPS["prior"]),
-        io.Float.Input("tau", default=0.25, min=0.0, max=10.0, step=0.01, round=False, tooltip=TIPS["tau"]),
-        io.Float.Input("delta", default=0.003, min=0.0, max=1.0, step=0.0005, round=False, tooltip=TIPS["delta"]),
-        io.Float.Input("p_min", default=1e-6, min=1e-12, max=0.5, step=1e-6, round=False, tooltip=TIPS["p_min"]),
-        io.Float.Input("p_max", default=0.99, min=0.01, max=0.999999, step=0.01, round=False, tooltip=TIPS["p_max"]),
-        io.Boolean.Input("perpendicular", default=False, tooltip=TIPS["perpendicular"]),
-        io.Boolean.Input("per_element", default=True, tooltip=TIPS["per_element"]),
-    ]
+INPUTS = [
+    io.Model.Input("model", tooltip="The diffusion model."),
+    io.Conditioning.Input("positive", tooltip="What you want to see."),
+    io.Conditioning.Input("empty_conditioning", tooltip="The empty prompt (CLIP Text Encode with no text): the unconditional branch of CFG."),
+    io.Conditioning.Input("unwanted", tooltip=TIPS["unwanted"]),
+    io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="CFG scale s of the positive prompt."),
+    io.Float.Input("lambda0", default=15.0, min=0.0, max=1000.0, step=0.5, round=0.01, tooltip=TIPS["lambda0"]),
+    io.Float.Input("prior", default=0.01, min=1e-6, max=0.999, step=0.001, round=False, tooltip=TIPS["prior"]),
+    io.Float.Input("tau", default=0.25, min=0.0, max=10.0, step=0.01, round=False, tooltip=TIPS["tau"]),
+    io.Float.Input("delta", default=0.003, min=0.0, max=1.0, step=0.0005, round=False, tooltip=TIPS["delta"]),
+    io.Float.Input("p_min", default=1e-6, min=1e-12, max=0.5, step=1e-6, round=False, tooltip=TIPS["p_min"]),
+    io.Float.Input("p_max", default=0.99, min=0.01, max=0.999999, step=0.01, round=False, tooltip=TIPS["p_max"]),
+    io.Boolean.Input("perpendicular", default=False, tooltip=TIPS["perpendicular"]),
+    io.Boolean.Input("per_element", default=True, tooltip=TIPS["per_element"]),
+]
+CORRECTION = io.Combo.Input("correction", options=list(CORRECTIONS), default="auto", optional=True,
+                            tooltip=TIPS["correction"])
 
 
 def build_guider(model, positive, empty_conditioning, unwanted, cfg, lambda0, prior, tau, delta, p_min, p_max,
-                 perpendicular=False, per_element=True):
+                 perpendicular=False, per_element=True, negative_start=0.0, negative_end=1.0, correction="auto"):
     check_family(model, {"positive": positive, "empty_conditioning": empty_conditioning, "unwanted": unwanted})
-    dng = DynamicNegativeGuidance(lambda0, prior, tau, delta, p_min, p_max, per_element=per_element, perp=perpendicular)
-    return DNGGuider(model, positive, empty_conditioning, unwanted, cfg, dng)
+    technique = DynamicNegativeGuidance(lambda0, prior, tau, delta, p_min, p_max, per_element=per_element,
+                                        correction=correction)
+    if perpendicular:
+        technique = Perpendicular(technique)
+    technique = windowed(technique, model, negative_start, negative_end)
+    return Guider(model, {"positive": positive, "empty": empty_conditioning, "unwanted": unwanted}, cfg, technique)
 
 
 def render_history(dng: DynamicNegativeGuidance, width=640, height=560) -> torch.Tensor:
@@ -106,33 +80,19 @@ def render_history(dng: DynamicNegativeGuidance, width=640, height=560) -> torch
     if hist["p"].numel() == 0:
         raise ValueError("guider: this DNG guider has not sampled yet. Connect the LATENT output of the sampler that "
                          "uses it to the plot's latent input, so the plot runs after sampling.")
-    image = dng_chart(hist["sigma"].tolist(), hist["p"].tolist(), hist["lambda"].tolist(), dng.lambda0, width, height)
+    note, warn = dng.tracking_note()
+    image = dng_chart(hist["sigma"].tolist(), hist["p"].tolist(), hist["lambda"].tolist(), dng.lambda0, width, height,
+                      note, warn)
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
 
 
 DESCRIPTION = ("Dynamic Negative Guidance (Koulischer et al. 2025): the negative prompt's scale follows the "
                "posterior probability that each image is turning into the unwanted concept, tracked step by step, "
                "so images that never head there are left alone and the rest are steered away. Positive, empty and "
-               "unwanted prompts run in one batched model call. Best with samplers that add noise each step "
-               "(euler_ancestral, dpmpp_sde, dpmpp_2m_sde): deterministic ones barely move the posterior.")
+               "unwanted prompts run in one batched model call. With deterministic samplers (euler, dpmpp_2m) the "
+               "divergence correction (on by default where needed) keeps the posterior on track, at up to 2 extra "
+               "model rows per step.")
 PLOT_HINT = " Wire its GUIDER and the sampler's LATENT into 'DNG Plot (NegGuide)' to see p and lambda per step."
-
-
-class DNGGuiderNode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="NegGuideDNGGuider",
-            display_name="DNG Guider (NegGuide)",
-            category=CATEGORY,
-            description=DESCRIPTION + " Use with SamplerCustomAdvanced." + PLOT_HINT,
-            inputs=dng_inputs(),
-            outputs=[io.Guider.Output()],
-        )
-
-    @classmethod
-    def execute(cls, **kwargs) -> io.NodeOutput:
-        return io.NodeOutput(build_guider(**kwargs))
 
 
 class DNGPlotNode(io.ComfyNode):
@@ -141,7 +101,7 @@ class DNGPlotNode(io.ComfyNode):
         return io.Schema(
             node_id="NegGuideDNGPlot",
             display_name="DNG Plot (NegGuide)",
-            category=CATEGORY,
+            category=SAMPLING,
             description="Draws the last run of a DNG guider: the posterior p of the unwanted concept and the negative "
                         "scale lambda at every step, one curve per image in the batch.",
             inputs=[
@@ -155,36 +115,42 @@ class DNGPlotNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, guider, latent, width=640, height=560) -> io.NodeOutput:
-        if not isinstance(guider, DNGGuider):
+        dng = guider.find(DynamicNegativeGuidance) if isinstance(guider, Guider) else None
+        if dng is None:
             raise ValueError(f"guider: expected the output of 'DNG Guider (NegGuide)', got {type(guider).__name__}")
-        return io.NodeOutput(render_history(guider.dng, width, height))
+        return io.NodeOutput(render_history(dng, width, height))
 
 
-class DNGSamplerNode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="NegGuideDNGSampler",
-            display_name="DNG KSampler (NegGuide)",
-            category=CATEGORY,
-            description=DESCRIPTION + " A drop-in for KSampler that also returns the p / lambda plot.",
-            inputs=dng_inputs() + [io.Latent.Input("latent_image", tooltip="The latent to denoise.")] + ksampler_inputs(),
-            outputs=[io.Latent.Output(), io.Image.Output(display_name="plot")],
-        )
-
-    @classmethod
-    def execute(cls, latent_image, seed, steps, sampler_name, scheduler, denoise, **kwargs) -> io.NodeOutput:
-        guider = build_guider(**kwargs)
-        latent = sample_with_guider(guider, latent_image, seed, steps, sampler_name, scheduler, denoise)
-        plot = render_history(guider.dng) if guider.dng.history()["p"].numel() else torch.ones(1, 64, 64, 3)
-        return io.NodeOutput(latent, plot)
+def plot_after_sampling(guider, latent):
+    dng = guider.find(DynamicNegativeGuidance)
+    return (render_history(dng) if dng.history()["p"].numel() else torch.ones(1, 64, 64, 3),)
 
 
-def benchmark_guiders(model, positive, empty, unwanted):
-    """Guider factories for scripts/benchmark.py --extra dng (paper defaults, with and without the perp option)."""
-    def make(perp):
-        return lambda: build_guider(model, positive, empty, unwanted, 7.5, 15.0, 0.01, 0.25, 0.003, 1e-6, 0.99, perp)
-    return {"NegGuide DNG": make(False), "NegGuide DNG perp": make(True)}
+def plot_preview(guider, node_cls):
+    """The final plot shown on the sampler node itself, no Preview node needed."""
+    return ui.PreviewImage(plot_after_sampling(guider, None)[0], cls=node_cls)
 
 
-NODES = [DNGGuiderNode, DNGPlotNode, DNGSamplerNode]
+def live_curve(guider, node_id):
+    """After every evaluation, send p and lambda per step per image to the node that built this guider; the
+    frontend (js/dng_live.js) draws them on it while sampling runs. Nothing is sent without a running server
+    (ComfyUI's main.py imports its server module before any node loads; in-process runs have none)."""
+    server = getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
+    if server is None or node_id is None:
+        return
+    dng = guider.find(DynamicNegativeGuidance)
+
+    def send():
+        h = dng.history()
+        server.send_sync("negguide.dng", {"node": node_id, "sigma": h["sigma"].tolist(), "p": h["p"].tolist(),
+                                          "lambda": h["lambda"].tolist(), "lambda0": dng.lambda0}, server.client_id)
+    guider.on_evaluated = send
+
+
+NODES = [*node_pair("DNG", "DNG", DESCRIPTION, INPUTS, build_guider, later_inputs=[*WINDOW_INPUTS, CORRECTION],
+                    guider_note=" Use with SamplerCustomAdvanced." + PLOT_HINT,
+                    sampler_note=" A drop-in for KSampler that also returns the p / lambda plot.",
+                    sampler_outputs=[io.Image.Output(display_name="plot")], finish=plot_after_sampling,
+                    observe=live_curve, preview=plot_preview,
+                    default_sampler="dpmpp_2m_sde"),  # tracks best without probe rows (docs/dng.md)
+         DNGPlotNode]

@@ -4,8 +4,7 @@ from comfy_api.latest import io
 
 from ..guiders.dns import cfg_for_dns
 from ._checks import check_family
-from ._sampling import ksampler_inputs, sample_with_guider
-from .negatives import CATEGORY
+from ._pair import node_pair
 
 SCALE_TOOLTIP = ("DNS scale s of the paper (eq. 19-20): D = D_empty + s (D_empty - D_prompt). The paper does not "
                  "give a value; NegGuide's choice is the CFG scale of your final pass.")
@@ -24,14 +23,13 @@ def dns_guider(model, positive, empty_conditioning, dns_scale: float):
     return guider
 
 
-def dns_inputs():
-    return [
-        io.Model.Input("model", tooltip="The diffusion model."),
-        io.Conditioning.Input("positive",
-                              tooltip="Your prompt p. DNS samples what the model believes p is NOT: the diffusion-negative image."),
-        io.Conditioning.Input("empty_conditioning", tooltip="The empty prompt (CLIP Text Encode with no text)."),
-        io.Float.Input("dns_scale", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=SCALE_TOOLTIP),
-    ]
+INPUTS = [
+    io.Model.Input("model", tooltip="The diffusion model."),
+    io.Conditioning.Input("positive",
+                          tooltip="Your prompt p. DNS samples what the model believes p is NOT: the diffusion-negative image."),
+    io.Conditioning.Input("empty_conditioning", tooltip="The empty prompt (CLIP Text Encode with no text)."),
+    io.Float.Input("dns_scale", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=SCALE_TOOLTIP),
+]
 
 
 DESCRIPTION = ("Diffusion-negative sampling (Desai & Vasconcelos 2024): guides away from your prompt with an empty "
@@ -40,39 +38,5 @@ DESCRIPTION = ("Diffusion-negative sampling (Desai & Vasconcelos 2024): guides a
                "positive \"\" and negative p at cfg = dns_scale + 1.")
 
 
-class DNSGuiderNode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="NegGuideDNSGuider",
-            display_name="DNS Guider (NegGuide)",
-            category=CATEGORY,
-            description=DESCRIPTION + " Use with SamplerCustomAdvanced.",
-            inputs=dns_inputs(),
-            outputs=[io.Guider.Output()],
-        )
-
-    @classmethod
-    def execute(cls, **kwargs) -> io.NodeOutput:
-        return io.NodeOutput(dns_guider(**kwargs))
-
-
-class DNSSamplerNode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="NegGuideDNSSampler",
-            display_name="DNS KSampler (NegGuide)",
-            category=CATEGORY,
-            description=DESCRIPTION + " A drop-in for KSampler; use the same seed as your final pass.",
-            inputs=dns_inputs() + [io.Latent.Input("latent_image", tooltip="The latent to denoise.")] + ksampler_inputs(),
-            outputs=[io.Latent.Output()],
-        )
-
-    @classmethod
-    def execute(cls, latent_image, seed, steps, sampler_name, scheduler, denoise, **kwargs) -> io.NodeOutput:
-        guider = dns_guider(**kwargs)
-        return io.NodeOutput(sample_with_guider(guider, latent_image, seed, steps, sampler_name, scheduler, denoise))
-
-
-NODES = [DNSGuiderNode, DNSSamplerNode]
+NODES = node_pair("DNS", "DNS", DESCRIPTION, INPUTS, dns_guider,
+                  sampler_note=" A drop-in for KSampler; use the same seed as your final pass.")

@@ -7,35 +7,28 @@ import torch
 from comfy_api.latest import io
 
 from ..guiders.views import SCHEDULES, VIEWS, mix_conditionings, parse_azimuths, view_mix, view_rows
-from .negatives import CATEGORY, Negatives
+from ._common import CONDITIONING, IMAGE, Negatives, ViewPrompts, encode, require_prompt
 
-ViewPrompts = io.Custom("NEGGUIDE_VIEW_PROMPTS")  # {view: prompt}, e.g. from Debias View Prompts
 TEMPLATES = {"front": "{p}, front view", "side": "{p}, side view", "back": "{p}, back view", "overhead": "{p}, overhead view"}
-
-
-def encode(clip, text: str):
-    """The same encoding core's CLIP Text Encode does (keeps pooled_output and CLIP hook schedules)."""
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
 def view_texts(prompt: str, templates: dict, view_prompts=None) -> dict:
     texts = {}
     for view in VIEWS:
-        base = (view_prompts or {}).get(view, prompt)
-        if not str(base).strip():
-            raise ValueError("prompt: empty prompt; write what the object is, e.g. \"a corgi wearing a red hat\"")
+        base = require_prompt((view_prompts or {}).get(view, prompt))
         if "{p}" not in templates[view]:
             raise ValueError(f"{view}_template: {templates[view]!r} has no {{p}}; write e.g. \"{TEMPLATES[view]}\"")
-        texts[view] = templates[view].replace("{p}", base.strip())
+        texts[view] = templates[view].replace("{p}", base)
     return texts
 
 
-def describe(mixes, texts) -> str:
+def describe(azimuths, mixes, texts) -> str:
     lines = [f"{v:>8}: {texts[v]}" for v in VIEWS]
-    for i, m in enumerate(mixes):
+    for i, (a, m) in enumerate(zip(azimuths, mixes)):
         pos = " + ".join(f"{c:.2f} {v}" for v, c in m.positive.items())
         negs = ", ".join(f"{v} {w:.3f}" for v, w in m.negatives)
-        lines.append(f"view {i}: azimuth {m.azimuth:g}, elevation {m.elevation:g} ({m.view}): {pos}; negatives {negs}")
+        shown = f"{a:g}" if -180 < a <= 180 else f"{a:g} (= {m.azimuth:g})"  # as typed; wrapped only when it differs
+        lines.append(f"view {i}: azimuth {shown}, elevation {m.elevation:g} ({m.view}): {pos}; negatives {negs}")
     return "\n".join(lines)
 
 
@@ -49,7 +42,7 @@ class ViewConditioning(io.ComfyNode):
         return io.Schema(
             node_id="NegGuideViewConditioning",
             display_name="View Conditioning (NegGuide)",
-            category=CATEGORY,
+            category=CONDITIONING,
             description="Several camera views of one object in one batch (Perp-Neg sec. 3.2): for each azimuth the "
                         "front/side/back prompts are blended and the opposite views become per-image Perp-Neg "
                         "negatives. Plug positive, empty and negatives into a NegGuide Perp-Neg guider and set the "
@@ -104,8 +97,8 @@ class ViewConditioning(io.ComfyNode):
             raise ValueError("clip: no CLIP connected (the checkpoint may have no text encoder); connect the checkpoint's CLIP")
         templates = {"front": front_template, "side": side_template, "back": back_template, "overhead": overhead_template}
         texts = view_texts(prompt, templates, view_prompts)
-        mixes = [view_mix(a, elevation, schedule, front_range, back_range, overhead_threshold, weight_scale)
-                 for a in parse_azimuths(azimuths, views)]
+        azimuths = parse_azimuths(azimuths, views)
+        mixes = [view_mix(a, elevation, schedule, front_range, back_range, overhead_threshold, weight_scale) for a in azimuths]
         rows = view_rows(mixes)
         needed = [v for v in VIEWS if any(v in row for slot in rows.values() for row in slot)]
         pbar = comfy.utils.ProgressBar(len(needed) + 1)
@@ -124,7 +117,7 @@ class ViewConditioning(io.ComfyNode):
                               "weight": [m.negatives[k][1] for m in mixes],
                               "label": f"view negative {k + 1}: {names} ({n} views; the latent batch must be {n})"})
         positive = mix_conditionings(encoded, rows["positive"])
-        return io.NodeOutput(positive, empty, negatives, n, describe(mixes, texts))
+        return io.NodeOutput(positive, empty, negatives, n, describe(azimuths, mixes, texts))
 
 
 class ImageGrid(io.ComfyNode):
@@ -133,7 +126,7 @@ class ImageGrid(io.ComfyNode):
         return io.Schema(
             node_id="NegGuideImageGrid",
             display_name="Image Grid (NegGuide)",
-            category=CATEGORY,
+            category=IMAGE,
             description="Lays a batch of images out as one grid image, row by row (e.g. the views of a turnaround).",
             inputs=[
                 io.Image.Input("images", tooltip="A batch of images of the same size."),

@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py [--ckpt PATH] [--size 512] [--steps 8] [--rounds 5] [--device cpu|cuda]
 
-Without --ckpt it builds the tests' random-weight SD1.5-layout checkpoint (one-level UNet, full CLIP/VAE), so the
+Without --ckpt it builds the random-weight SD1.5-layout checkpoint of lab/tiny_sd15.py (one-level UNet, full CLIP/VAE), so the
 numbers measure guidance overhead on a small UNet; pass a real checkpoint for real-model timings. Each round runs
 every guider once (interleaved, so drift hits all alike); the table shows the median seconds per step and ratios.
 Needs a ComfyUI checkout at COMFYUI_PATH or ~/ComfyUI.
@@ -16,7 +16,7 @@ import tempfile
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "host"))  # hostlib + tiny_sd15; never the repo root
+sys.path.insert(0, str(HERE.parent / "lab"))  # comfy_host + tiny_sd15 (dev tools, not shipped); never the repo root
 
 
 def main():
@@ -27,13 +27,13 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--extra", default="", help="comma list of extra guider builders to time (e.g. dng)")
+    ap.add_argument("--extra", default="", help="comma list of extra guiders to time: dng")
     opts = ap.parse_args()
     os.environ["NEGGUIDE_DEVICE"] = opts.device
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="negguide-bench-"))
 
-    import hostlib
-    nodes, _, pack = hostlib.boot(tmp)
+    import comfy_host
+    nodes, _, pack = comfy_host.boot(tmp)
     import comfy.model_management
     import comfy.samplers
     import comfy.sd
@@ -47,7 +47,7 @@ def main():
     model, clip, _vae = comfy.sd.load_checkpoint_guess_config(str(ckpt))[:3]
     encode = lambda text: nodes.CLIPTextEncode().encode(clip, text)[0]  # noqa: E731
     pos, empty, neg1, neg2 = (encode(t) for t in ("a red fox in the snow", "", "front view", "blurry"))
-    perp = pack.nodes.perp_neg
+    perp, chain, dng = pack.nodes.perp_neg, pack.nodes.add_negative.chain, pack.nodes.dng
 
     def core_cfg():
         g = comfy.samplers.CFGGuider(model)
@@ -61,14 +61,24 @@ def main():
         g.set_cfg(7.5, 1.5)
         return g
 
-    def ours(k):
-        more = perp.chain(None, neg2, 1.0) if k > 1 else None
-        return lambda: perp.build_guider(model, pos, empty, 7.5, negative=neg1, neg_weight=1.5, more_negatives=more)
+    def ours(k, end=1.0):
+        more = chain(None, neg2, 1.0) if k > 1 else None
+        return lambda: perp.build_guider(model, pos, empty, 7.5, negative=neg1, neg_weight=1.5, more_negatives=more,
+                                         negative_end=end)
+
+    def dng_guider(perpendicular, end=1.0, **options):  # the paper's SD defaults
+        return lambda: dng.build_guider(model, pos, empty, neg1, 7.5, 15.0, 0.01, 0.25, 0.003, 1e-6, 0.99, perpendicular,
+                                        negative_end=end, **options)
 
     guiders = {"core CFGGuider": core_cfg, "core PerpNegGuider (k=1)": core_perpneg,
-               "NegGuide Perp-Neg k=1": ours(1), "NegGuide Perp-Neg k=2": ours(2)}
-    for name in filter(None, opts.extra.split(",")):
-        guiders.update(getattr(pack.nodes, name).benchmark_guiders(model, pos, empty, neg1))
+               "NegGuide Perp-Neg k=1": ours(1), "NegGuide Perp-Neg k=2": ours(2),
+               "NegGuide Perp-Neg k=1, negative on first 40%": ours(1, 0.4)}
+    if "dng" in opts.extra.split(","):
+        # euler is deterministic, so DNG's default correction ("auto") is on: time both settings side by side
+        guiders.update({"NegGuide DNG, correction off": dng_guider(False, correction="off"),
+                        "NegGuide DNG, correction on": dng_guider(False, correction="on"),
+                        "NegGuide DNG perp, correction off": dng_guider(True, correction="off"),
+                        "NegGuide DNG, negative on first 40%, correction off": dng_guider(False, 0.4, correction="off")})
 
     shape = (opts.batch, 4, opts.size // 8, opts.size // 8)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))

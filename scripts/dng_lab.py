@@ -1,13 +1,15 @@
 """DNG on exact scores: tracked-vs-exact posterior per sampler, mode masses, figures.
 
-    python scripts/dng_lab.py [--n 2000] [--steps 30] [--out docs/img]
+    python scripts/dng_lab.py [--n 2000] [--steps 30,100] [--out docs/img] [--only euler,dpmpp_2m]
 
-Uses ComfyUI's own k-diffusion samplers when a checkout is at COMFYUI_PATH or ~/ComfyUI (only that folder
-goes on sys.path, plus the tests' torchvision stub when torchvision is missing); otherwise the lab's own
-euler / euler_ancestral / heun / dpmpp_2m. Prints markdown tables (pasted into docs/dng.md) and writes
-PNG figures (PIL only) to --out.
+Uses ComfyUI's own samplers (comfy.samplers.sampler_object, so ddim and uni_pc too) when a checkout is at
+COMFYUI_PATH or ~/ComfyUI (only that folder goes on sys.path, plus the tests' torchvision stub when torchvision
+is missing); otherwise the lab's own euler / euler_ancestral / heun / dpmpp_2m. Every sampler runs with the
+divergence correction off and auto. Prints markdown tables (pasted into docs/dng.md) and writes PNG figures
+(PIL only) to --out.
 """
 import argparse
+import functools
 import importlib.util
 import os
 import pathlib
@@ -17,7 +19,15 @@ import types
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SAMPLERS = ["euler_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "euler", "heun", "dpmpp_2m"]
+HALF = {"eta": 0.5}
+# (row label, ComfyUI sampler name, extra options): every KSampler sampler the lab drives, ancestral ones also at eta 0.5
+SAMPLERS = [("euler", "euler", {}), ("euler_ancestral", "euler_ancestral", {}),
+            ("euler_ancestral eta 0.5", "euler_ancestral", HALF), ("heun", "heun", {}), ("dpm_2", "dpm_2", {}),
+            ("dpm_2_ancestral", "dpm_2_ancestral", {}), ("dpm_2_ancestral eta 0.5", "dpm_2_ancestral", HALF),
+            ("lms", "lms", {}), ("dpmpp_2s_ancestral eta 0.5", "dpmpp_2s_ancestral", HALF),
+            ("dpmpp_sde", "dpmpp_sde", {}), ("dpmpp_2m", "dpmpp_2m", {}), ("dpmpp_2m_sde", "dpmpp_2m_sde", {}),
+            ("dpmpp_2m_sde eta 0.5", "dpmpp_2m_sde", HALF), ("dpmpp_3m_sde", "dpmpp_3m_sde", {}), ("ddim", "ddim", {}),
+            ("uni_pc", "uni_pc", {}), ("deis", "deis", {}), ("res_multistep", "res_multistep", {}), ("lcm", "lcm", {})]
 
 
 def load(name, path, package=False):
@@ -29,8 +39,8 @@ def load(name, path, package=False):
 
 
 load("negguide", ROOT / "__init__.py", package=True)  # as ComfyUI loads it; the repo root stays off sys.path
-plot = load("negguide_plot", ROOT / "nodes" / "plot.py")
-from negguide.guiders import gmm_lab as L  # noqa: E402
+plot = load("negguide_plot", ROOT / "support" / "plot.py")
+from negguide.lab import gmm as L  # noqa: E402
 from negguide.guiders.dng import DynamicNegativeGuidance, transition  # noqa: E402
 
 UNCOND = L.GaussianMixture([[-1.5, 0.0], [1.5, 0.0], [0.0, 6.0], [6.0, -3.0], [-6.0, -3.0]], 0.5,
@@ -46,31 +56,39 @@ def comfy_samplers():
         return None
     sys.path.insert(0, str(host))
     if importlib.util.find_spec("torchvision") is None:
-        sys.path.append(str(ROOT / "tests" / "host" / "stubs"))
+        sys.path.append(str(ROOT / "lab" / "stubs"))
     from comfy.cli_args import args
     args.cpu = True
-    import comfy.k_diffusion.sampling as ks
     import comfy.model_sampling as ms
+    import comfy.samplers as cs
 
     class FlowSampling(ms.ModelSamplingDiscreteFlow, ms.CONST):
         pass
 
+    class EpsSampling(ms.ModelSamplingDiscrete, ms.EPS):
+        pass
+
     def sampling(kind):
         if kind == "ve":
-            return ms.ModelSamplingDiscrete()
+            return EpsSampling()
         return FlowSampling(types.SimpleNamespace(sampling_settings={"shift": 3.0}))
 
-    def wrap(fn):
+    def wrap(name, options):
+        sampler = cs.sampler_object(name)
+
         def run(model, x, sigmas, kind, generator):
             ms_ = sampling(kind)
             shim = types.SimpleNamespace(model_sampling=ms_, model_patcher=types.SimpleNamespace(get_model_object=lambda _: ms_))
             shim.inner_model = shim
-            call = type("Model", (), {"__call__": lambda self, x, s, **kw: model(x, s[0]), "inner_model": shim})()
+            call = type("Model", (), {"__call__": lambda self, x, s, **kw: model(x, s[0]).to(x.dtype), "inner_model": shim})()
             seed = int(torch.randint(0, 2 ** 31, (1,), generator=generator))
-            return fn(call, x, sigmas, extra_args={"seed": seed}, disable=True)
+            if name.startswith("uni_pc"):  # its solver tables are fp32 and it writes into its sigmas
+                x, sigmas = x.float(), sigmas.float()
+            return sampler.sampler_function(call, x, sigmas.clone(), extra_args={"seed": seed}, disable=True,
+                                            **sampler.extra_options, **options).double()
         return run
 
-    return {name: wrap(getattr(ks, f"sample_{name}")) for name in SAMPLERS}
+    return {label: wrap(name, options) for label, name, options in SAMPLERS}
 
 
 def schedule(kind, steps):
@@ -86,45 +104,63 @@ def off_modes(x):
     return float((torch.cdist(x, UNCOND.means).min(1).values > 1.5).double().mean())
 
 
-def tracked_run(sampler, kind, lambda0, n, steps, seed=0):
+def tracked_run(sampler, kind, lambda0, n, steps, seed=0, correction="off"):
     """Sample with DNG at tau 1, delta 0 (exact Bayes) and record tracked vs exact p at every evaluation."""
-    state = DynamicNegativeGuidance(lambda0, float(POS.weights[0]), 1.0, 0.0, 1e-12, 1 - 1e-6, kind, per_element=False)
-    state.reset()
+    state = DynamicNegativeGuidance(lambda0, float(POS.weights[0]), 1.0, 0.0, 1e-12, 1 - 1e-6, kind, per_element=False,
+                                    correction=correction)
     rec = []
 
     def on_eval(x, sigma):
         rec.append((float(sigma), state.tracker.log_ps[-1].double().exp(), L.posterior_mass(POS, [0], x, sigma, kind)))
 
-    model = L.guided_model(L.denoiser(POS, kind), L.denoiser(UNCOND, kind), L.denoiser(NEG, kind), 1.0, state.extra, on_eval)
-    gen = torch.Generator().manual_seed(seed)
     sigmas = schedule(kind, steps)
+    model = L.guided_model(state, denoisers(kind), 1.0, sigmas, kind, on_eval)
+    gen = torch.Generator().manual_seed(seed)
     x = sampler(model, L.prior_noise(n, 2, sigmas, gen), sigmas, kind, gen)
     return x, rec
 
 
+def denoisers(kind="ve"):
+    return {"positive": L.denoiser(POS, kind), "empty": L.denoiser(UNCOND, kind), "unwanted": L.denoiser(NEG, kind)}
+
+
 def plain_run(sampler, kind, term, n, steps, seed=0):
-    model = L.guided_model(L.denoiser(POS, kind), L.denoiser(UNCOND, kind), L.denoiser(NEG, kind), 1.0, term)
-    gen = torch.Generator().manual_seed(seed)
+    """Sample with a term given as a function (an exact reference, not a technique of the pack)."""
     sigmas = schedule(kind, steps)
+    model = L.guided_model(L.Term(term), denoisers(kind), 1.0, sigmas, kind)
+    gen = torch.Generator().manual_seed(seed)
     return sampler(model, L.prior_noise(n, 2, sigmas, gen), sigmas, kind, gen)
 
 
-def tracking_table(samplers, n, steps):
+def exact_dng(x, s, dp, de, dn, kind="ve"):
+    """-lambda (D_neg - D_pos) with the exact posterior, lambda0 1: the reference tracked DNG aims at."""
+    p = L.posterior_mass(POS, [0], x, s, kind)[:, None]
+    return -(p / (1 - p)) * (dn - dp)
+
+
+def tracking_table(samplers, n, steps_list):
+    """One row per sampler, form and step count: tracking error and agreement (lambda0 0) and the unwanted mass
+    left at lambda0 1, each without and with the divergence correction (auto), plus the exact-posterior DNG mass."""
     rows, curves = [], {}
-    for kind in ("ve", "const"):
-        for name, sampler in samplers.items():
-            _, rec = tracked_run(sampler, kind, 0.0, n, steps)
-            err = [float((t - e).abs().mean()) for _, t, e in rec]
-            agree = float(((rec[-1][1] > 0.5) == (rec[-1][2] > 0.5)).double().mean())
-            x, _ = tracked_run(sampler, kind, 1.0, n, steps)
-            m = masses(x)
-            rows.append(f"| {name} | {kind} | {len(rec)} | {sum(err) / len(err):.3f} | {max(err):.3f} | {agree:.3f} "
-                        f"| {m[0]:.3f} | {m[1] / max(float(m[2]), 1e-9):.2f} |")
-            if kind == "ve":
-                curves[name] = rec
-            print(rows[-1], flush=True)
-    head = ("| sampler | form | evaluations | mean abs(p - p_exact) | worst step | final agreement (p > 0.5) "
-            "| unwanted mass, DNG lambda0 = 1 | B:C, DNG lambda0 = 1 (want 1.00) |\n|---|---|---|---|---|---|---|---|")
+    for steps in steps_list:
+        for kind in ("ve", "const"):
+            for name, sampler in samplers.items():
+                cells = {}
+                for correction in ("off", "auto"):
+                    _, rec = tracked_run(sampler, kind, 0.0, n, steps, correction=correction)
+                    err = [float((t - e).abs().mean()) for _, t, e in rec]
+                    agree = float(((rec[-1][1] > 0.5) == (rec[-1][2] > 0.5)).double().mean())
+                    mass = masses(tracked_run(sampler, kind, 1.0, n, steps, correction=correction)[0])[0]
+                    cells[correction] = (sum(err) / len(err), agree, float(mass))
+                    if kind == "ve" and steps == steps_list[0] and correction == "auto":
+                        curves[name] = rec
+                exact = float(masses(plain_run(sampler, kind, functools.partial(exact_dng, kind=kind), n, steps))[0])
+                (e0, a0, m0), (e1, a1, m1) = cells["off"], cells["auto"]
+                rows.append(f"| {name} | {kind} | {steps} | {len(rec)} | {e0:.3f} | **{e1:.3f}** | {a0:.3f} | **{a1:.3f}** "
+                            f"| {m0:.3f} | **{m1:.3f}** | {exact:.3f} |")
+                print(rows[-1], flush=True)
+    head = ("| sampler | form | steps | evaluations | mean abs(p - p_exact), off | auto | final agreement, off | auto "
+            "| unwanted mass at lambda0 1, off | auto | exact posterior |\n|---|---|---|---|---|---|---|---|---|---|---|")
     return head + "\n" + "\n".join(rows), curves
 
 
@@ -132,7 +168,8 @@ def tracking_figure(curves, path, k=4):
     panels = []
     for name, rec in curves.items():
         xs = list(range(len(rec)))
-        ax = plot.Axes((420, 260), (0, len(rec) - 1), (0, 1), f"{name} (VE): exact line, tracked dots", "evaluation", "p")
+        ax = plot.Axes((420, 260), (0, len(rec) - 1), (0, 1), f"{name} (VE, correction auto): exact line, tracked dots",
+                       "evaluation", "p")
         for b in range(k):
             ax.line(xs, [float(e[b]) for _, _, e in rec], plot.color(b))
             ax.dots(xs, [float(t[b]) for _, t, _ in rec], plot.color(b))
@@ -142,10 +179,9 @@ def tracking_figure(curves, path, k=4):
 
 def modes_figure(samplers, n, steps, path):
     sampler = samplers["euler_ancestral"]
-    exact = lambda x, s, dp, de, dn: -(lambda p: p / (1 - p))(L.posterior_mass(POS, [0], x, s)[:, None]) * (dn - dp)  # noqa: E731
     runs = {"positive (no negative)": plain_run(sampler, "ve", lambda x, s, dp, de, dn: 0 * dp, n, steps),
             "negative prompting, scale 1": plain_run(sampler, "ve", lambda x, s, dp, de, dn: -(dn - dp), n, steps),
-            "DNG, exact posterior, lambda0 1": plain_run(sampler, "ve", exact, n, steps),
+            "DNG, exact posterior, lambda0 1": plain_run(sampler, "ve", exact_dng, n, steps),
             "DNG, tracked posterior, lambda0 1": tracked_run(sampler, "ve", 1.0, n, steps)[0]}
     panels, lines = [], []
     for title, x in runs.items():
@@ -185,10 +221,9 @@ def delta_table():
 def example_plot(samplers, path):
     """What the DNG Plot node draws, on a lab run: 6 samples, exact-Bayes tracking (tau 1, delta 0), lambda0 1."""
     state = DynamicNegativeGuidance(1.0, float(POS.weights[0]), 1.0, 0.0, 1e-6, 0.99, per_element=False)
-    state.reset()
-    model = L.guided_model(L.denoiser(POS), L.denoiser(UNCOND), L.denoiser(NEG), 1.0, state.extra)
-    gen = torch.Generator().manual_seed(4)
     sigmas = L.karras_sigmas(20, 0.03, 14.6)
+    model = L.guided_model(state, denoisers(), 1.0, sigmas)
+    gen = torch.Generator().manual_seed(4)
     samplers["euler_ancestral"](model, L.prior_noise(6, 2, sigmas, gen), sigmas, "ve", gen)
     h = state.history()
     plot.dng_chart(h["sigma"].tolist(), h["p"].tolist(), h["lambda"].tolist(), 1.0).save(path)
@@ -197,7 +232,8 @@ def example_plot(samplers, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="trajectories per run")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", default="30,100", help="comma list of step counts for the tracking table")
+    ap.add_argument("--only", default="", help="comma list of sampler labels (default: all)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "img"))
     opts = ap.parse_args()
     out = pathlib.Path(opts.out)
@@ -205,11 +241,16 @@ def main():
     samplers = comfy_samplers()
     print("samplers:", "ComfyUI k_diffusion" if samplers else "the lab's own (no ComfyUI checkout found)")
     samplers = samplers or dict(L.SAMPLERS)
-    table, curves = tracking_table(samplers, opts.n, opts.steps)
-    tracking_figure(curves, out / "dng_tracking.png")
+    if opts.only:
+        samplers = {k: v for k, v in samplers.items() if k in opts.only.split(",")}
+    steps = [int(v) for v in opts.steps.split(",")]
+    table, curves = tracking_table(samplers, opts.n, steps)
+    tracking_figure({k: curves[k] for k in ("euler_ancestral", "dpmpp_sde", "euler", "dpmpp_2m") if k in curves},
+                    out / "dng_tracking.png")
     print("\n" + table + "\n")
-    print(modes_figure(samplers, opts.n, opts.steps, out / "dng_modes.png") + "\n")
-    example_plot(samplers, out / "dng_plot_example.png")
+    if "euler_ancestral" in samplers:
+        print(modes_figure(samplers, opts.n, steps[0], out / "dng_modes.png") + "\n")
+        example_plot(samplers, out / "dng_plot_example.png")
     print(delta_table())
 
 

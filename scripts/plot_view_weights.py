@@ -4,7 +4,7 @@
 
 Columns: threestudio (front range 45, the reference), threestudio with the paper's narrower front
 (22.5), stable-dreamfusion. Top row: the Perp-Neg weight of the front and side negatives. Bottom row:
-how much of each view prompt the positive holds. PIL only (via nodes/plot.py, loaded by path).
+how much of each view prompt the positive holds. PIL only (via support/plot.py, loaded by path).
 """
 import argparse
 import importlib.util
@@ -25,7 +25,7 @@ def load(name, path, **kw):
 load("negguide", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
 from negguide.guiders.views import view_mix  # noqa: E402
 
-plot = load("negguide_plot", ROOT / "nodes" / "plot.py")
+plot = load("negguide_plot", ROOT / "support" / "plot.py")
 COLORS = {"front": plot.color(0), "side": plot.color(2), "back": plot.color(1)}
 COLUMNS = [("threestudio, front range 45 (default)", "threestudio", 45.0),
            ("threestudio, front range 22.5 (paper)", "threestudio", 22.5),

@@ -24,9 +24,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("negguide", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
 sys.modules["negguide"] = _pack = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_pack)
-from negguide.guiders.gmm_lab import SAMPLERS, GaussianMixture, karras_sigmas, prior_noise  # noqa: E402
-from negguide.guiders.perp_neg import perp_neg_extra  # noqa: E402
-from negguide.guiders.score_clip import scheduled_clip  # noqa: E402
+from negguide.guiders.perp_neg import PerpNeg  # noqa: E402
+from negguide.guiders.score_clip import ScoreClip  # noqa: E402
+from negguide.lab.gmm import SAMPLERS, GaussianMixture, guided_model, karras_sigmas, prior_noise  # noqa: E402
 
 MEANS = [(-3.0, 0.0), (3.0, 0.0), (0.0, 4.0), (0.0, -4.0)]
 STD = 0.5
@@ -36,13 +36,12 @@ TRUE_RADIUS = STD * (torch.pi / 2) ** 0.5
 
 
 def guided(scale, weight, clip, sigmas):
-    def model(x, sigma):
-        d_empty, d_pos, d_neg = EMPTY.denoise(x, sigma), POS.denoise(x, sigma), NEG.denoise(x, sigma)
-        extra = perp_neg_extra(d_pos, d_empty, [d_neg], [weight], scale)
-        if clip:
-            extra = scheduled_clip(d_pos, d_empty, extra, scale, sigma, sigmas, *clip)
-        return d_empty + scale * (d_pos - d_empty) + extra
-    return model
+    """The Perp-Neg guider's technique (optionally inside ScoreClip), driven the way the host drives it."""
+    technique = PerpNeg([("negative", weight, "negative")])
+    if clip:
+        technique = ScoreClip(technique, *clip)
+    denoisers = {"positive": POS.denoise, "empty": EMPTY.denoise, "negative": NEG.denoise}
+    return guided_model(technique, denoisers, scale, sigmas)
 
 
 def measure(scale, clip, sampler="euler", n=4000, steps=30, seed=0, weight=1.5):

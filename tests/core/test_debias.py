@@ -1,4 +1,4 @@
-"""Prompt debiasing (SPEC 6) with a deterministic scorer: which word leaves which view's prompt, and why."""
+"""Prompt debiasing (Hong et al. 2023, sec. 4.2) with a deterministic scorer: which word leaves which view's prompt, and why."""
 import math
 
 import pytest

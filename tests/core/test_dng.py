@@ -1,5 +1,5 @@
-"""DNG math and posterior tracker (SPEC 4) on random tensors: formulas, staggering, multi-evaluation
-samplers, clamps, resolution scaling, bad input."""
+"""DNG math and posterior tracker (Koulischer et al. 2025, eq. 10, Alg. 1-2; docs/method.md) on random tensors:
+formulas, staggering, multi-evaluation samplers, clamps, resolution scaling, bad input."""
 import math
 
 import pytest
@@ -8,9 +8,15 @@ import torch
 from negguide.guiders.dng import (DynamicNegativeGuidance, PosteriorTracker, dng, dng_extra, dng_scale,
                                   log_evidence, transition)
 from negguide.guiders.perp_neg import perpendicular
-from negguide.guiders.vocab import batch_dot
+from negguide.guiders.technique import Step
+from negguide.guiders.convert import batch_dot
 
 gen = torch.Generator().manual_seed(0)
+
+
+def evaluate(technique, x, sigma, d_pos, d_empty, d_neg):
+    """One evaluation of a technique as the host adapter makes it."""
+    return technique.term(Step(x, torch.as_tensor(sigma), None, 1.0), {"positive": d_pos, "empty": d_empty, "unwanted": d_neg})
 
 
 def rand(*shape):
@@ -21,8 +27,8 @@ def t(v):
     return torch.tensor([float(v)], dtype=torch.float64)
 
 
-def spec_increment(x_prev, d_neg, d_pos, x_now, sp, sn, tau, delta):
-    """SPEC 4 written out literally, with explicit squared norms."""
+def reference_increment(x_prev, d_neg, d_pos, x_now, sp, sn, tau, delta):
+    """The update of docs/method.md written out literally, with explicit squared norms."""
     r = sn ** 2 / sp ** 2
     v = sn ** 2 * (1 - r)
     mu_neg = x_prev + (1 - r) * (d_neg - x_prev)
@@ -34,7 +40,7 @@ def spec_increment(x_prev, d_neg, d_pos, x_now, sp, sn, tau, delta):
 def test_ve_increment_matches_spec_formula():
     x_prev, dn, dp, x_now = (rand(3, 4, 8, 8).double() for _ in range(4))
     inc = log_evidence(x_prev, dn, dp, x_now, t(2.0), t(1.5), 0.25, 0.003)
-    ref = spec_increment(x_prev, dn, dp, x_now, 2.0, 1.5, 0.25, 0.003)
+    ref = reference_increment(x_prev, dn, dp, x_now, 2.0, 1.5, 0.25, 0.003)
     assert torch.allclose(inc.double(), ref, rtol=1e-4, atol=1e-4)
 
 
@@ -70,7 +76,7 @@ def test_first_evaluation_uses_the_prior_then_updates_are_staggered():
     assert torch.allclose(first.exp(), torch.full((2,), 0.01))
     state = DynamicNegativeGuidance(lambda0=15.0, prior=0.01)
     state.reset()
-    extra = state.extra(x0, torch.tensor([5.0, 5.0]), dp0, rand(2, 4, 4, 4), dn0)
+    extra = evaluate(state, x0, torch.tensor([5.0, 5.0]), dp0, rand(2, 4, 4, 4), dn0)
     assert torch.allclose(extra, -15.0 * 0.01 / 0.99 * (dn0 - dp0), atol=1e-5)
     # the second evaluation's p comes from the transition that led to it
     x1 = rand(2, 4, 4, 4)
@@ -119,10 +125,10 @@ def test_nan_inputs_never_give_nan():
     state = DynamicNegativeGuidance()
     state.reset()
     x = rand(2, 4, 4, 4)
-    state.extra(x, torch.tensor(2.0), rand(2, 4, 4, 4), rand(2, 4, 4, 4), rand(2, 4, 4, 4))
+    evaluate(state, x, torch.tensor(2.0), rand(2, 4, 4, 4), rand(2, 4, 4, 4), rand(2, 4, 4, 4))
     bad = rand(2, 4, 4, 4)
     bad[0, 0, 0, 0] = float("nan")
-    state.extra(bad, torch.tensor(1.0), rand(2, 4, 4, 4), rand(2, 4, 4, 4), rand(2, 4, 4, 4))
+    evaluate(state, bad, torch.tensor(1.0), rand(2, 4, 4, 4), rand(2, 4, 4, 4), rand(2, 4, 4, 4))
     hist = state.history()
     assert torch.isfinite(hist["p"]).all() and torch.isfinite(hist["lambda"]).all()
     assert math.isclose(float(hist["p"][1, 0]), 0.01, rel_tol=1e-5)  # no usable evidence: p kept
@@ -206,7 +212,7 @@ def test_reset_forgets_the_previous_run():
         g = torch.Generator().manual_seed(3)
         for s in (3.0, 2.0, 1.0):
             r = [torch.randn(2, 4, 4, 4, generator=g) for _ in range(4)]
-            state.extra(r[0], torch.tensor(s), r[1], r[2], r[3])
+            evaluate(state, r[0], torch.tensor(s), r[1], r[2], r[3])
         runs.append(state.history())
     assert len(runs[0]["sigma"]) == 3
     assert torch.equal(runs[0]["p"], runs[1]["p"]) and torch.equal(runs[0]["lambda"], runs[1]["lambda"])

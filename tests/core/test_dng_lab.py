@@ -1,4 +1,4 @@
-"""DNG on exact scores (SPEC 7, seed 002 App. B and fig. 1 / 3a), with the analytic mixture lab.
+"""DNG on exact scores (Koulischer et al. 2025, App. B and fig. 1 / 3a), with the analytic mixture lab.
 
 Unconditional = 5 modes; positive = modes {A, B, C}; unwanted = {A}, so the positive with A removed is {B, C}
 with B:C = 1:1. B sits next to A, C far from it: pushing away from A with a constant scale hurts B more.
@@ -7,8 +7,8 @@ import functools
 
 import torch
 
-from negguide.guiders import gmm_lab as L
 from negguide.guiders.dng import DynamicNegativeGuidance, dng
+from negguide.lab import gmm as L
 
 UNCOND = L.GaussianMixture([[-1.5, 0.0], [1.5, 0.0], [0.0, 6.0], [6.0, -3.0], [-6.0, -3.0]], 0.5,
                            [0.25, 0.2, 0.2, 0.2, 0.15])
@@ -24,12 +24,17 @@ def exact_term(lambda0, kind="ve"):
     def term(x, sigma, d_pos, d_empty, d_neg):
         p = L.posterior_mass(POS, [0], x, sigma, kind)[:, None]
         return -(lambda0 * p / (1 - p)) * (d_neg - d_pos)
-    return term
+    return L.Term(term)
 
 
-def run(term, n=3000, steps=40, kind="ve", sampler="euler_ancestral", scale=1.0, on_eval=None, seed=0):
+def denoisers(kind="ve", unwanted=NEG):
+    return {"positive": L.denoiser(POS, kind), "empty": L.denoiser(UNCOND, kind), "unwanted": L.denoiser(unwanted, kind)}
+
+
+def run(technique, n=3000, steps=40, kind="ve", sampler="euler_ancestral", scale=1.0, on_eval=None, seed=0):
+    """Samples with a technique (a guiders/ object or an exact L.Term) driven as the host drives it."""
     sigmas = L.karras_sigmas(steps) if kind == "ve" else L.flow_sigmas(steps)
-    model = L.guided_model(L.denoiser(POS, kind), L.denoiser(UNCOND, kind), L.denoiser(NEG, kind), scale, term, on_eval)
+    model = L.guided_model(technique, denoisers(kind), scale, sigmas, kind, on_eval)
     gen = torch.Generator().manual_seed(seed)
     return L.SAMPLERS[sampler](model, L.prior_noise(n, 2, sigmas, gen), sigmas, kind, gen)
 
@@ -47,7 +52,7 @@ def off_modes(x):
 @functools.cache
 def constant_scale_run():
     """Negative prompting at the same nominal scale as lambda0 = 1: D_pos - (D_neg - D_pos)."""
-    return run(lambda x, s, dp, de, dn: -(dn - dp))
+    return run(L.Term(lambda x, s, dp, de, dn: -(dn - dp)))
 
 
 def test_exact_posterior_dng_is_cfg_toward_the_remaining_modes_as_fields():
@@ -67,7 +72,7 @@ def test_exact_posterior_dng_is_cfg_toward_the_remaining_modes_as_fields():
 
 
 def test_exact_posterior_dng_samples_the_remaining_modes_and_negative_prompting_distorts_them():
-    want = masses(run(lambda x, s, dp, de, dn: L.denoiser(REST)(x, s) - dp))  # sampling the remaining modes directly
+    want = masses(run(L.Term(lambda x, s, dp, de, dn: L.denoiser(REST)(x, s) - dp)))  # sampling the remaining modes directly
     x = run(exact_term(1.0))
     got = masses(x)
     assert got[0] < 0.005  # the unwanted mode is gone
@@ -81,9 +86,7 @@ def test_exact_posterior_dng_samples_the_remaining_modes_and_negative_prompting_
 
 
 def tracked(lambda0, tau=1.0, delta=0.0, kind="ve", p_min=1e-12, p_max=1 - 1e-6):
-    state = DynamicNegativeGuidance(lambda0, PRIOR, tau, delta, p_min, p_max, kind, per_element=False)
-    state.reset()
-    return state
+    return DynamicNegativeGuidance(lambda0, PRIOR, tau, delta, p_min, p_max, kind, per_element=False)
 
 
 def test_tracked_posterior_follows_the_exact_one():
@@ -98,13 +101,13 @@ def test_tracked_posterior_follows_the_exact_one():
             errors.append((mine - exact).abs().mean())
             agree.append(((mine > 0.5) == (exact > 0.5)).double().mean())
 
-        run(state.extra, n=1000, steps=30, kind=kind, on_eval=record)
+        run(state, n=1000, steps=30, kind=kind, on_eval=record)
         assert max(errors) < 0.15 and sum(errors) / len(errors) < 0.08, (kind, [round(float(e), 3) for e in errors])
         assert agree[-1] > 0.88, (kind, float(agree[-1]))
 
 
 def test_tracked_dng_removes_the_mode_and_keeps_the_others_proportions():
-    x = run(tracked(1.0).extra)
+    x = run(tracked(1.0))
     got = masses(x)
     constant = masses(constant_scale_run())
     assert off_modes(x) < 0.05
@@ -116,14 +119,13 @@ def test_a_negative_far_from_every_mode_keeps_lambda_near_zero():
     """Paper-like settings (tau 0.25, delta 0.003, lambda0 15): only the first, very noisy steps can see any
     resemblance; after that lambda is ~0 and the samples are the positive's."""
     state = DynamicNegativeGuidance(15.0, 0.01, 0.25, 0.003, 1e-6, 0.99, per_element=False)
-    state.reset()
     sigmas = L.karras_sigmas(30)
-    model = L.guided_model(L.denoiser(POS), L.denoiser(UNCOND), L.denoiser(FAR), 1.0, state.extra)
+    model = L.guided_model(state, denoisers(unwanted=FAR), 1.0, sigmas)
     gen = torch.Generator().manual_seed(0)
     x = L.sample_euler_ancestral(model, L.prior_noise(2000, 2, sigmas, gen), sigmas, "ve", gen)
     lam = state.history()["lambda"]
     assert lam.max() < 1.0 and lam[10:].max() < 0.05 and lam.mean() < 0.02
     near = tracked(15.0, 0.25, 0.003, p_min=1e-6, p_max=0.99)  # the same settings against mode A do act
-    run(near.extra, n=2000, steps=30)
+    run(near, n=2000, steps=30)
     assert near.history()["lambda"][-1].max() > 10
     assert (masses(x) - masses(run(exact_term(0.0), n=2000, steps=30))).abs().max() < 0.03

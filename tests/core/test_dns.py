@@ -1,4 +1,4 @@
-"""DNS math (seed 001, eq. 19-20), no host."""
+"""DNS math (Desai & Vasconcelos 2024, eq. 19-20), no host."""
 import pytest
 import torch
 

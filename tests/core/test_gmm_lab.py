@@ -1,8 +1,8 @@
-"""The analytic lab (SPEC 7) is itself right: exact denoisers obey Tweedie, posteriors are distributions,
+"""The analytic lab (docs/method.md, analytic validation) is itself right: exact denoisers obey Tweedie, posteriors are distributions,
 the flow form is the VE form in disguise, and the samplers reach the data distribution."""
 import torch
 
-from negguide.guiders import gmm_lab as L
+from negguide.lab import gmm as L
 
 MIX = L.GaussianMixture([[-1.5, 0.0], [1.5, 0.0], [0.0, 6.0]], [0.5, 0.3, 0.7], [0.5, 0.3, 0.2])
 

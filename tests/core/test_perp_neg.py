@@ -1,9 +1,10 @@
-"""Perp-Neg math (SPEC 1) on random tensors: per sample, guarded, and the paper's sec. 2.2.2 property."""
+"""Perp-Neg math (Armandpour et al. 2023, eq. 6) on random tensors: per sample, guarded, and the paper's sec. 2.2.2 property."""
 import pytest
 import torch
 
 from negguide.guiders.perp_neg import cebm, perp_neg, perpendicular
-from negguide.guiders.vocab import batch_dot, fold_cfg_pair
+from negguide.guiders.convert import batch_dot
+from negguide.guiders.technique import fold_cfg_pair
 
 gen = torch.Generator().manual_seed(0)
 
@@ -78,4 +79,4 @@ def test_folded_pair_reproduces_guided_result(scale):
     c, u = fold_cfg_pair(cond, uncond, extra, scale)
     assert torch.allclose(u + scale * (c - u), uncond + scale * (cond - uncond) + extra, atol=1e-4)
     if abs(scale - 1) >= 0.5:
-        assert c is cond  # the positive stays the CFG reference (SPEC 1 DECISION)
+        assert c is cond  # the positive stays the CFG reference (DECISION in docs/method.md)

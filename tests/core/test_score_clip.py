@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from negguide.guiders.gmm_lab import SAMPLERS, GaussianMixture, karras_sigmas, prior_noise
+from negguide.lab.gmm import SAMPLERS, GaussianMixture, karras_sigmas, prior_noise
 from negguide.guiders.perp_neg import perp_neg_extra
 from negguide.guiders.score_clip import clip_guidance_extra, clip_score, clip_threshold, scheduled_clip, step_of
 

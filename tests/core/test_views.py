@@ -1,4 +1,4 @@
-"""View-interpolated prompting: coefficients and weights against the SPEC 5 formulas, and conditioning blends."""
+"""View-interpolated prompting: coefficients and weights against the formulas of docs/method.md, and conditioning blends."""
 import math
 
 import pytest
@@ -23,7 +23,7 @@ F_SB, F_FSB = (1, 0.5, -0.606), (1, 0.5, 0.967)
 
 
 def spec_threestudio(azimuth):
-    """SPEC 5 written out independently: (positive coefficients, [(view, weight), (view, weight)])."""
+    """The view formulas written out independently: (positive coefficients, [(view, weight), (view, weight)])."""
     a = abs(azimuth)
     if a < 90:
         r = 1 - a / 90

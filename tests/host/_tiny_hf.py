@@ -10,11 +10,11 @@ import pathlib
 
 import torch
 
-STUBS = pathlib.Path(__file__).parent / "stubs"
+STUBS = pathlib.Path(__file__).resolve().parents[2] / "lab" / "stubs"
 
 
 def hide_torchvision_stub():
-    """tests/host/stubs/torchvision (used where torchvision is not installed) looks like a real install to
+    """lab/stubs/torchvision (used where torchvision is not installed) looks like a real install to
     transformers, whose image processors would then import torchvision.transforms from it. Make transformers
     see what is true: no torchvision. A no-op where the real torchvision is installed."""
     import transformers.utils.import_utils as iu

@@ -1,19 +1,13 @@
-"""Booting a real ComfyUI in-process with NegGuide loaded, shared by the host tests and scripts/benchmark.py.
-
-Only the ComfyUI folder goes on sys.path, never this repo's root (its nodes/ would shadow ComfyUI's nodes.py).
+"""Host-test helpers on top of lab/comfy_host.py (booting ComfyUI in-process with NegGuide loaded, shared with the
+scripts): a test-only output node and the usual tiny graph.
 """
-import asyncio
-import importlib.util
-import os
 import pathlib
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-HOST = pathlib.Path(os.environ.get("COMFYUI_PATH") or pathlib.Path.home() / "ComfyUI").expanduser()
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "lab"))  # lab/ only, never the repo root
 
-
-class HostError(RuntimeError):
-    pass
+from comfy_host import HOST, ROOT, STUBS, HostError  # noqa: E402,F401 - re-exported for the tests
+import comfy_host  # noqa: E402
 
 
 class _AnyType(str):
@@ -51,28 +45,8 @@ class Server:
 
 
 def boot(tmp: pathlib.Path):
-    """Import ComfyUI (CPU unless told otherwise), point its dirs at tmp, load core extras and the pack."""
-    sys.path.insert(0, str(HOST))  # ComfyUI only: the repo root never goes on sys.path
-    if importlib.util.find_spec("torchvision") is None:
-        sys.path.append(str(pathlib.Path(__file__).parent / "stubs"))
-    from comfy.cli_args import args
-    args.cpu = os.environ.get("NEGGUIDE_DEVICE", "cpu") == "cpu"
-    args.disable_all_custom_nodes = False
-    import folder_paths
-    for sub in ("input", "output", "temp", "user"):
-        (tmp / sub).mkdir(exist_ok=True)
-    folder_paths.set_input_directory(str(tmp / "input"))
-    folder_paths.set_output_directory(str(tmp / "output"))
-    folder_paths.set_temp_directory(str(tmp / "temp"))
-    folder_paths.set_user_directory(str(tmp / "user"))
-    import execution
-    import nodes
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    nodes.NODE_CLASS_MAPPINGS["NegGuideTestSink"] = _Sink
-    if not asyncio.run(nodes.load_custom_node(str(ROOT))):
-        raise HostError(f"ComfyUI refused to load the pack from {ROOT}; see the log above")
-    pack = sys.modules[str(ROOT).replace(".", "_x_")]
-    return nodes, execution, pack
+    """comfy_host.boot with the test sink registered."""
+    return comfy_host.boot(tmp, {"NegGuideTestSink": _Sink})
 
 
 def tiny_graph(ckpt, prompt="a photo of a cat", negative="blurry", width=64, height=64, batch=1):

@@ -98,26 +98,26 @@ def test_llm_folder_registered_after_extra_model_paths(cap, monkeypatch):
     default = os.path.join(folder_paths.models_dir, "LLM")
     assert default in folder_paths.get_folder_paths("LLM")
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "LLM", (["/extra/LLM"], set()))
-    cap.register_folder()
+    cap.FOLDER.register()
     assert folder_paths.get_folder_paths("LLM") == ["/extra/LLM", default]
     monkeypatch.delitem(folder_paths.folder_names_and_paths, "LLM")
-    cap.register_folder()
+    cap.FOLDER.register()
     assert folder_paths.get_folder_paths("LLM") == [default]
 
 
 def test_scan_finds_models_one_and_two_levels_deep(cap, use_llm, llm_root, host):
     use_llm(llm_root)
-    assert cap.captioner_names() == ["blip", "chat/llava", "git"]
+    assert cap.FOLDER.names() == ["blip", "chat/llava", "git"]
     options = host.nodes.NODE_CLASS_MAPPINGS["NegGuideCaptionerLoader"].INPUT_TYPES()["required"]["model_name"][1]["options"]
     assert options == ["blip", "chat/llava", "git"]
     with pytest.raises(ValueError, match="no captioner"):
-        cap.resolve("../blip")
+        cap.FOLDER.resolve("../blip")
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_batch_of_four_is_one_generate_call_and_keeps_image_order(cap, use_llm, llm_root, monkeypatch, name):
     use_llm(llm_root)
-    captioner = cap.LoadedCaptioner(name, cap.resolve(name))
+    captioner = cap.LoadedCaptioner(name, cap.FOLDER.resolve(name))
     calls = counting(monkeypatch, captioner)
     batch = captioner.caption(images(4), max_new_tokens=8)
     assert len(calls) == 1 and calls[0][0]["pixel_values"].shape[0] == 4
@@ -131,7 +131,7 @@ def test_images_per_call_splits_the_batch_and_reports_progress(cap, use_llm, llm
     import comfy.utils
 
     use_llm(llm_root)
-    captioner = cap.LoadedCaptioner("blip", cap.resolve("blip"))
+    captioner = cap.LoadedCaptioner("blip", cap.FOLDER.resolve("blip"))
     calls = counting(monkeypatch, captioner)
     progress = []
     monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None: progress.append((value, total)))
@@ -144,7 +144,7 @@ def test_interrupt_is_honoured_between_batches(cap, use_llm, llm_root, monkeypat
     import comfy.model_management as mm
 
     use_llm(llm_root)
-    captioner = cap.LoadedCaptioner("blip", cap.resolve("blip"))
+    captioner = cap.LoadedCaptioner("blip", cap.FOLDER.resolve("blip"))
     calls = counting(monkeypatch, captioner, after_call=lambda: mm.interrupt_current_processing(True))
     try:
         with pytest.raises(mm.InterruptProcessingException):
@@ -158,7 +158,7 @@ def test_model_is_managed_by_comfy_and_unloads(cap, use_llm, llm_root):
     import comfy.model_management as mm
 
     use_llm(llm_root)
-    captioner = cap.LoadedCaptioner("git", cap.resolve("git"))
+    captioner = cap.LoadedCaptioner("git", cap.FOLDER.resolve("git"))
     loaded = lambda: [m.model for m in mm.current_loaded_models]  # noqa: E731
     assert captioner.patcher not in loaded()
     captioner.caption(images(2), unload_after=False)
@@ -172,14 +172,14 @@ def test_model_is_managed_by_comfy_and_unloads(cap, use_llm, llm_root):
 
 def test_dtype_choice_is_honoured(cap, use_llm, llm_root):
     use_llm(llm_root)
-    captioner = cap.LoadedCaptioner("blip", cap.resolve("blip"), "bf16")
+    captioner = cap.LoadedCaptioner("blip", cap.FOLDER.resolve("blip"), "bf16")
     assert captioner.patcher.model.hf.dtype == torch.bfloat16
     assert all(captioner.caption(images(2), unload_after=True))
 
 
 def test_prompt_echo_is_removed(cap, use_llm, llm_root, monkeypatch):
     use_llm(llm_root)
-    captioner = cap.LoadedCaptioner("blip", cap.resolve("blip"))
+    captioner = cap.LoadedCaptioner("blip", cap.FOLDER.resolve("blip"))
     calls = counting(monkeypatch, captioner)
     captions = captioner.caption(images(2), prompt="A photo  of")
     raw = captioner.processor.batch_decode(calls[0][1], skip_special_tokens=True)
@@ -189,7 +189,7 @@ def test_prompt_echo_is_removed(cap, use_llm, llm_root, monkeypatch):
 
 def test_chat_model_gets_its_template_and_loses_the_prompt_tokens(cap, use_llm, llm_root, monkeypatch):
     use_llm(llm_root)
-    captioner = cap.LoadedCaptioner("chat/llava", cap.resolve("chat/llava"))
+    captioner = cap.LoadedCaptioner("chat/llava", cap.FOLDER.resolve("chat/llava"))
     calls = counting(monkeypatch, captioner)
     captions = captioner.caption(images(2))
     kwargs, out = calls[0]
@@ -223,7 +223,7 @@ def test_nothing_touches_the_network(cap, use_llm, llm_root, monkeypatch):
     attempts.clear()
     use_llm(llm_root)
     for name in FAMILIES:
-        assert all(cap.LoadedCaptioner(name, cap.resolve(name)).caption(images(2), unload_after=True))
+        assert all(cap.LoadedCaptioner(name, cap.FOLDER.resolve(name)).caption(images(2), unload_after=True))
     assert attempts == []
 
 
@@ -256,9 +256,9 @@ def test_no_captioner_installed(host, cap, use_llm, tmp_path):
     (tmp_path / "blip-half-downloaded").mkdir()
     use_llm(tmp_path)
     options = host.nodes.NODE_CLASS_MAPPINGS["NegGuideCaptionerLoader"].INPUT_TYPES()["required"]["model_name"][1]["options"]
-    assert options == [cap.NONE_FOUND]
+    assert options == [cap.FOLDER.none_found]
     with pytest.raises(host.HostError, match="no captioner installed") as err:
-        host.execute(graph(cap.NONE_FOUND), ["cap"], executor=host.new_executor())
+        host.execute(graph(cap.FOLDER.none_found), ["cap"], executor=host.new_executor())
     message = str(err.value)
     assert str(tmp_path / "blip-half-downloaded") in message and "config.json" in message
     # the host survives and still runs graphs

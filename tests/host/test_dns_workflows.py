@@ -10,8 +10,10 @@ import _tiny_hf as tiny
 from hostlib import tiny_graph
 
 tiny.hide_torchvision_stub()
-WORKFLOWS = pathlib.Path(__file__).resolve().parents[2] / "workflows"
-SHIPPED = ["negguide_auto_dnp.json", "negguide_auto_dnp_perpneg.json", "negguide_manual_dnp.json"]
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[2] / "example_workflows"
+AUTO_CFG, AUTO_PERP_NEG, MANUAL = ("Auto-DNP caption as negative.json", "Auto-DNP with a Perp-Neg final pass.json",
+                                   "Manual DNP look then describe.json")
+SHIPPED = [AUTO_CFG, AUTO_PERP_NEG, MANUAL]
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SAMPLERS = {"KSampler", "NegGuideDNSSampler", "NegGuidePerpNegSampler"}
 
@@ -105,7 +107,7 @@ def final_and_dns(api):
     return final, ids(api, "NegGuideDNSSampler")[0]
 
 
-@pytest.mark.parametrize("name, guidance", [("negguide_auto_dnp.json", "cfg"), ("negguide_auto_dnp_perpneg.json", "perp_neg")])
+@pytest.mark.parametrize("name, guidance", [(AUTO_CFG, "cfg"), (AUTO_PERP_NEG, "perp_neg")])
 def test_auto_dnp_workflow_runs_end_to_end_and_matches_the_all_in_one_node(host, use_llm, name, guidance):
     import folder_paths
 
@@ -137,7 +139,7 @@ def auto_node(**overrides):
 
 
 def test_manual_workflow_runs(host):
-    api = shipped(host, "negguide_manual_dnp.json")
+    api = shipped(host, MANUAL)
     final, dns = final_and_dns(api)
     out = host.execute(api, [final, dns], executor=host.new_executor())
     assert torch.isfinite(out[final][0]["samples"]).all()
@@ -179,13 +181,19 @@ def test_each_image_of_a_batch_gets_its_own_caption_as_negative(host, use_llm):
         assert own < 1e-4 and other > 1e-2  # batched and single-sample CPU math differ by rounding only
 
 
-def test_stack_rows_repeats_tokens_and_refuses_what_does_not_stack(host):
-    auto = importlib.import_module(f"{host.pack.__name__}.nodes.auto_dnp")
+def test_per_image_captions_stack_with_repeated_tokens_and_what_does_not_stack_is_refused(host):
+    """auto-DNP stacks one caption per batch row with the view node's blend (one-hot rows)."""
+    views = importlib.import_module(f"{host.pack.__name__}.guiders.views")
+
+    def stack_rows(conds):
+        return views.mix_conditionings(dict(enumerate(conds)), [{i: 1.0} for i in range(len(conds))])
+
     a = [[torch.randn(1, 77, 8), {"pooled_output": torch.randn(1, 4)}]]
     b = [[torch.randn(1, 154, 8), {"pooled_output": torch.randn(1, 4)}]]
-    [[emb, extras]] = auto.stack_rows([a, b])
+    [[emb, extras]] = stack_rows([a, b])
     assert emb.shape == (2, 154, 8)
     assert torch.equal(emb[0], torch.cat([a[0][0][0]] * 2)) and torch.equal(emb[1], b[0][0][0])
     assert torch.equal(extras["pooled_output"], torch.cat([a[0][1]["pooled_output"], b[0][1]["pooled_output"]]))
-    assert auto.stack_rows([a, [[torch.randn(1, 77, 8), {"attention_mask": torch.ones(1, 77)}]]]) is None
-    assert auto.stack_rows([a, [[torch.randn(1, 77, 16), {}]]]) is None
+    for other in ([[torch.randn(1, 77, 8), {"attention_mask": torch.ones(1, 77)}]], [[torch.randn(1, 77, 16), {}]]):
+        with pytest.raises(ValueError):
+            stack_rows([a, other])

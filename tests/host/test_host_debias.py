@@ -30,6 +30,8 @@ def bert_dir(host):
                          intermediate_size=64)).save_pretrained(root / "no-head")
     (root / "empty").mkdir()
     (root / "empty" / "config.json").write_text('{"model_type": "bert"}')
+    (root / "corrupt").mkdir()
+    (root / "corrupt" / "config.json").write_text('{"model_type": "be')  # an interrupted download
     host.add_model_dir("bert", root)
     return root
 
@@ -77,10 +79,10 @@ def test_missing_or_broken_models_give_clear_errors(host, bert_dir):
         host.execute(debias_graph("bert-base-uncased"), ["debias"])
     node = host.nodes.NODE_CLASS_MAPPINGS["NegGuideDebiasViewPrompts"]
     nodes_debias = pack_module(host, "nodes.debias")
-    for name, message in ((nodes_debias.NONE_FOUND, "no masked language model.*models"), ("empty", "cannot load"),
-                          ("no-head", "masked-LM head")):
+    for name, message in ((nodes_debias.FOLDER.none_found, "no masked language model.*models"), ("empty", "cannot load"),
+                          ("no-head", "masked-LM head"), ("corrupt", "bert_model: folder .*corrupt: config.json cannot be read")):
         with pytest.raises(ValueError, match=message):
             node.execute(prompt=PROMPT, bert_model=name, protected_words="", threshold=0.95)
     with pytest.raises(ValueError, match="prompt"):
         node.execute(prompt="  ", bert_model="tiny-bert", protected_words="", threshold=0.95)
-    assert "tiny-bert" in nodes_debias.model_folders() and "no-head" in nodes_debias.model_folders()
+    assert "tiny-bert" in nodes_debias.FOLDER.names() and "no-head" in nodes_debias.FOLDER.names()

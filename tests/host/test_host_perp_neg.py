@@ -132,7 +132,7 @@ def test_all_conditions_in_one_calc_cond_batch_call(host):
 
 
 def test_chain_of_negatives_equals_sum_of_terms(host):
-    """Two chained negatives act like the SPEC's sum: w=1 on neg plus w=0 on a second is the one-negative result."""
+    """Two chained negatives act like the formula's sum: w=1 on neg plus w=0 on a second is the one-negative result."""
     g_one = ours(neg_weight=1.0)
     g = tiny_graph(host.ckpt)
     g["more"] = {"class_type": "NegGuideAddNegative", "inputs": {"conditioning": ["pos", 0], "weight": 0.0}}

@@ -97,7 +97,7 @@ def test_batch_size_output_drives_the_empty_latent(host):
                 "sampler": ["sampler", 0], "sigmas": ["sigmas", 0], "latent_image": ["latent", 0]}}
     out = host.execute(g, ["sca", "views"])
     assert out["sca"][0]["samples"].shape[0] == 4 and torch.isfinite(out["sca"][0]["samples"]).all()
-    assert "azimuth 30, " in out["views"][4] and "azimuth -60, " in out["views"][4]
+    assert "azimuth 30, " in out["views"][4] and "azimuth 300 (= -60), " in out["views"][4]
     # the same graph with a latent batch that does not match names the view negatives and the fix
     g["latent"]["inputs"]["batch_size"] = 3
     with pytest.raises(host.HostError, match=r"view negative 1: .*4 views; the latent batch must be 4.* latent batch of 3"):
@@ -170,7 +170,7 @@ def test_image_grid(host):
 
 def test_turnaround_workflow_matches_the_schemas(host):
     """Every NegGuide node of the shipped workflow has one widget value per widget input, in order."""
-    wf = json.loads((pathlib.Path(__file__).parents[2] / "workflows" / "negguide_turnaround.json").read_text())
+    wf = json.loads((pathlib.Path(__file__).parents[2] / "example_workflows" / "Turnaround four views in one batch.json").read_text())
     links = {link[0]: link for link in wf["links"]}
     for n in wf["nodes"]:
         if not n["type"].startswith("NegGuide"):

@@ -1,11 +1,14 @@
 """HTTP smoke test: a real ComfyUI server (subprocess, 127.0.0.1) lists, documents and runs our nodes."""
 import json
+import urllib.parse
 
 from _server import PACK_DIR, TINY, comfy_server_fixture, server_fixture  # noqa: F401
 from hostlib import ROOT, tiny_graph
 
 OUR_NODES = ("NegGuidePerpNegGuider", "NegGuidePerpNegSampler", "NegGuideAddNegative")
-CATEGORY = "sampling/custom_sampling/NegGuide"
+# Guiders and samplers under sampling, loaders under loaders, image tools under image, prompt tools under
+# conditioning, meshes under 3d (where core keeps SaveGLB).
+CATEGORIES = ("sampling/custom_sampling/NegGuide", "conditioning/NegGuide", "loaders/NegGuide", "image/NegGuide", "3d/NegGuide")
 
 
 def test_object_info_lists_our_nodes_with_docs(server):
@@ -15,7 +18,7 @@ def test_object_info_lists_our_nodes_with_docs(server):
     for node_id, d in ours.items():
         assert d["python_module"] == f"custom_nodes.{PACK_DIR}", (node_id, d["python_module"])
         assert d["description"].strip(), f"{node_id} has no description"
-        assert d["category"].startswith(CATEGORY), (node_id, d["category"])
+        assert d["category"] in CATEGORIES, (node_id, d["category"])
         for group in ("required", "optional"):
             for name, spec in d["input"].get(group, {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip", "").strip(), f"{node_id}.{name} has no tooltip"
@@ -24,12 +27,13 @@ def test_object_info_lists_our_nodes_with_docs(server):
 
 
 def test_workflow_templates_and_extension_are_served(server):
-    shipped = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
-    assert "negguide_perp_neg" in shipped
+    shipped = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+    assert "Perp-Neg guider with two negatives" in shipped
     assert sorted(server.get("/workflow_templates").get(PACK_DIR, [])) == shipped
-    for name in shipped:  # the template browser fetches them from here
-        served = server.get(f"/api/workflow_templates/{PACK_DIR}/{name}.json")
-        assert served == json.loads((ROOT / "workflows" / f"{name}.json").read_text()), name
+    for name in shipped:  # the template browser fetches them, and <name>.jpg as the thumbnail, from here
+        url = f"/api/workflow_templates/{PACK_DIR}/{urllib.parse.quote(name)}"
+        assert server.get(f"{url}.json") == json.loads((ROOT / "example_workflows" / f"{name}.json").read_text()), name
+        assert server.request(f"{url}.jpg")[:3] == b"\xff\xd8\xff", f"{name}.jpg is not a JPEG"
     script = f"/extensions/{PACK_DIR}/negguide.js"
     assert script in server.get("/extensions")
     assert b"registerExtension" in server.request(script)

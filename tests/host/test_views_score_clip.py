@@ -1,4 +1,6 @@
 """Score clipping on the Perp-Neg guider in a real ComfyUI: off by default, bounds the guidance, schedule by step."""
+import importlib
+
 import torch
 
 from hostlib import tiny_graph
@@ -25,7 +27,8 @@ def test_off_by_default_and_loose_bound_changes_nothing(host):
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     plain, _ = sample(guider(host), noise)
     gd = guider(host)
-    gd.score_clip = (1e7, 1e7)  # beyond the widgets' range: a bound nothing reaches
+    score_clip = importlib.import_module(f"{host.pack.__name__}.guiders.score_clip")
+    gd.technique = score_clip.ScoreClip(gd.technique, 1e7, 1e7)  # beyond the widgets' range: a bound nothing reaches
     loose, _ = sample(gd, noise)
     assert (plain - loose).abs().max() <= 1e-5 * plain.abs().max()  # fp32 rounding of the recomposed term only
     tight, _ = sample(guider(host, 0.5, 2.0), noise)
