@@ -30,7 +30,7 @@ def node_pair(key: str, title: str, description: str, inputs, build, later_input
     def built(cls, kwargs):
         guider = build(**kwargs)
         if observe:
-            observe(guider, cls.hidden.unique_id)
+            observe(guider, getattr(cls.hidden, "unique_id", None))  # no hidden inputs when called directly
         return guider
 
     class GuiderNode(io.ComfyNode):

@@ -182,13 +182,21 @@ def test_template_browser_lists_every_template_with_its_thumbnail(page, tmp_path
     page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     dialog = page.locator(".p-dialog")
     dialog.get_by_text(PACK_DIR, exact=True).click()
-    for path in WORKFLOWS:
+    shown = page.evaluate("() => [...document.querySelectorAll('.p-dialog img')].map((img) => img.alt)")
+    assert sorted(shown) == sorted(p.stem for p in WORKFLOWS), shown
+    # Top to bottom, as a user scrolls: the dialog unloads the thumbnails of cards scrolled out of view.
+    for path in sorted(WORKFLOWS, key=lambda p: shown.index(p.stem)):
         title = dialog.get_by_role("heading", name=path.stem, exact=True)
         title.scroll_into_view_if_needed()
         assert title.is_visible(), path.stem
-        # The card is the nearest ancestor of the title that holds an image; the frontend loads it as a blob.
-        thumb = title.locator("xpath=ancestor::*[.//img][1]//img")
-        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(), timeout=10_000)
+        # The card's image (alt = the template's name) is loaded lazily, as a blob, once the card scrolls into view;
+        # the element may be replaced when it loads, so look it up afresh each time.
+        try:
+            page.wait_for_function("(name) => [...document.querySelectorAll('.p-dialog img')].some((img) => "
+                                   "img.alt === name && img.complete && img.naturalWidth > 0)", arg=path.stem, timeout=20_000)
+        except PlaywrightTimeout:
+            cards = page.evaluate("() => [...document.querySelectorAll('.p-dialog img')].map((i) => [i.alt, i.naturalWidth])")
+            raise AssertionError(f"{path.stem}: thumbnail never loaded; images in the dialog: {cards}") from None
     page.screenshot(path=tmp_path / "template_browser.png")
     assert not failed, failed
     dialog.get_by_role("heading", name=PERP_NEG.stem, exact=True).click()
