@@ -57,3 +57,19 @@ def tiny_graph(ckpt, prompt="a photo of a cat", negative="blurry", width=64, hei
         "pos": enc(prompt), "neg": enc(negative), "empty": enc(""),
         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
     }
+
+
+def recording_hooks(predictions: list, finals: list) -> dict:
+    """model_options that record what a guider computes: every calc_cond_batch result (one list of predictions per
+    evaluation, in batch order) and every guided output after CFG (post-cfg hook)."""
+    import comfy.samplers
+
+    def calc(args):
+        out = comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
+        predictions.append([o.clone() for o in out])
+        return out
+
+    def post(args):
+        finals.append(args["denoised"].clone())
+        return args["denoised"]
+    return {"sampler_calc_cond_batch_function": calc, "sampler_post_cfg_function": [post]}

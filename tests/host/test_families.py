@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tiny_families as T
+from hostlib import recording_hooks
 
 FAMILIES = T.FAMILIES
 CFG = {"flux": 1.0}  # Flux dev is guidance-distilled: people run it at cfg 1 (docs/families.md)
@@ -230,23 +231,11 @@ def perpendicular(e, e_pos):
 def test_flux_negatives_at_cfg_1_in_one_batched_call(host):
     """Negative prompts on a guidance-distilled model: Perp-Neg at cfg 1 is D = D_pos - sum_i w_i e_i_perp. The
     empty prompt is still evaluated (e_i and e_pos are measured from it), all four prompts in ONE model call."""
-    import comfy.samplers
-    calls, finals = [], []
-
-    def calc(args):
-        out = comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-        calls.append([o.clone() for o in out])
-        return out
-
-    def post(args):
-        finals.append(args["denoised"].clone())
-        return args["denoised"]
-
-    seen = []
+    calls, finals, seen = [], [], []
+    hooks = recording_hooks(calls, finals)
     g = guider(host, "perpneg_k2", "flux")
     assert g.cfg == 1.0
-    out = sample(g, T.noise("flux", 2, seed=4), steps=2, options={
-        "sampler_calc_cond_batch_function": calc, "sampler_post_cfg_function": [post], **spy_model_inputs(seen)})
+    out = sample(g, T.noise("flux", 2, seed=4), steps=2, options={**hooks, **spy_model_inputs(seen)})
     assert torch.isfinite(out).all()
     assert [len(c) for c in calls] == [4, 4]  # positive, empty, two negatives, once per step
     assert len(seen) == 2 and all(sorted(order) == [0, 1, 2, 3] for order, _ in seen)  # one model call per step
@@ -258,7 +247,8 @@ def test_flux_negatives_at_cfg_1_in_one_batched_call(host):
         assert close(final.double().flatten(1), want, 1e-5)
     plain = []
     positive_only = sample(core_cfg("flux", T.model("flux"), 1.0), T.noise("flux", 2, seed=4), options={
-        "sampler_calc_cond_batch_function": lambda a: plain.append(sum(c is not None for c in a["conds"])) or calc(a)})
+        "sampler_calc_cond_batch_function":
+            lambda a: plain.append(sum(c is not None for c in a["conds"])) or hooks["sampler_calc_cond_batch_function"](a)})
     assert plain == [1, 1]  # where core CFG at cfg 1 evaluates the positive alone
     assert not close(out, positive_only, 1e-2)  # and the negatives really change the image
 

@@ -4,7 +4,7 @@ import importlib
 
 import torch
 
-from hostlib import tiny_graph
+from hostlib import recording_hooks, tiny_graph
 
 
 def pack(host, name):
@@ -48,23 +48,12 @@ def sample(guider, noise, steps=3, spy=None):
 
 
 def test_a_technique_from_one_class_runs_through_the_real_host(host):
-    import comfy.samplers
     model, pos, empty, neg = conditionings(host)
     guider = pack(host, "nodes._guider").Guider(model, {"positive": pos, "empty": empty, "unwanted": neg}, 5.0,
                                                 constant_negative_class(host)(0.8))
     seen, finals = [], []
-
-    def calc(args):
-        out = comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-        seen.append([o.clone() for o in out])
-        return out
-
-    def post(args):
-        finals.append(args["denoised"].clone())
-        return args["denoised"]
-
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    out = sample(guider, noise, spy={"sampler_calc_cond_batch_function": calc, "sampler_post_cfg_function": [post]})
+    out = sample(guider, noise, spy=recording_hooks(seen, finals))
     assert torch.isfinite(out).all()
     assert guider.technique.resets == [("ve", 2, 4)]  # reset once for the run, with its schedule and batch
     assert [len(s) for s in seen] == [3, 3, 3]  # positive, empty and the technique's prompt: one call per step
