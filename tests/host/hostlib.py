@@ -73,3 +73,15 @@ def recording_hooks(predictions: list, finals: list) -> dict:
         finals.append(args["denoised"].clone())
         return args["denoised"]
     return {"sampler_calc_cond_batch_function": calc, "sampler_post_cfg_function": [post]}
+
+
+def sample_guider(guider, noise, steps=2, options=None):
+    """euler on the normal schedule from an empty latent, straight through guider.sample; options are merged into
+    the guider's model_options first (hooks that record or patch)."""
+    import comfy.samplers
+    import torch
+    if options:
+        guider.model_options = {**guider.model_options, **options}
+    sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", steps)
+    return guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
+                         disable_pbar=True, seed=0)

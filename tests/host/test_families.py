@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tiny_families as T
-from hostlib import recording_hooks
+from hostlib import recording_hooks, sample_guider as sample
 
 FAMILIES = T.FAMILIES
 CFG = {"flux": 1.0}  # Flux dev is guidance-distilled: people run it at cfg 1 (docs/families.md)
@@ -65,13 +65,6 @@ def guider(host, name, family, model=None, scale=None, strength=1.0, per_image=P
     return node(host, "NegGuidePerpNegGuider", **perp)
 
 
-def sample(guider, noise, steps=2, options=None):
-    import comfy.samplers
-    if options:
-        guider.model_options = {**guider.model_options, **options}
-    sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", steps)
-    return guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
-                         disable_pbar=True, seed=0)
 
 
 def close(a, b, tol=1e-4):

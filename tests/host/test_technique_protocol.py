@@ -4,7 +4,7 @@ import importlib
 
 import torch
 
-from hostlib import recording_hooks, tiny_graph
+from hostlib import recording_hooks, sample_guider, tiny_graph
 
 
 def pack(host, name):
@@ -38,13 +38,8 @@ def constant_negative_class(host):
     return ConstantNegative
 
 
-def sample(guider, noise, steps=3, spy=None):
-    import comfy.samplers
-    if spy:
-        guider.model_options = {**guider.model_options, **spy}
-    sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", steps)
-    return guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
-                         disable_pbar=True, seed=0)
+def sample(guider, noise, spy=None):
+    return sample_guider(guider, noise, steps=3, options=spy)
 
 
 def test_a_technique_from_one_class_runs_through_the_real_host(host):
