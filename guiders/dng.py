@@ -34,11 +34,9 @@ import torch
 
 from .convert import batch_dot, per_sample
 from .perp_neg import perpendicular
-from .technique import EMPTY, KINDS, Probe, Technique, probed
+from .technique import KINDS, Probe, Technique, cfg, probed
 
-# Samplers whose steps draw fresh noise: the posterior is tracked from exactly that noise (docs/dng.md).
-STOCHASTIC = ("ancestral", "sde", "lcm", "ddpm", "seeds", "sa_solver")
-_warned = set()
+_warned = set()  # warnings already logged this session
 N_REF = 4 * 64 * 64  # per-element mode rescales squared norms to this size: an SD 512 px latent
 SIGMA_RTOL = 1e-5  # sigmas this close count as the same level (heun and friends re-evaluate a level)
 CORRECTIONS = ("auto", "on", "off")
@@ -333,8 +331,7 @@ class DynamicNegativeGuidance(Technique):
             div = hutchinson_gap(d_neg - d_pos, d[probed(self.unwanted)] - d[probed("positive")], *self._probe)
         log_p = self.tracker.update(step.x, step.sigma, d_neg, d_pos, div)
         extra = dng_extra(d_pos, None, d_neg, dng_scale(log_p, self.lambda0))
-        base = d[EMPTY] + (d_pos - d[EMPTY]) * step.scale if EMPTY in d else d_pos
-        self.tracker.guided(base.float() + extra)
+        self.tracker.guided(cfg(step, d).float() + extra)
         self._warn_if_deterministic()
         return extra
 

@@ -21,12 +21,10 @@ EMPTY = "empty"
 
 @dataclass(frozen=True)
 class Run:
-    """One sampling run: its noise schedule, the model's sampling kind, the latent batch size (None: unknown) and
-    the sampler's function name where the host knows it (e.g. "sample_euler")."""
+    """One sampling run: its noise schedule, the model's sampling kind and the latent batch size (None: unknown)."""
     sigmas: torch.Tensor
     kind: str = "ve"
     batch: int | None = None
-    sampler: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -120,9 +118,15 @@ def evaluated(technique: Technique, step: Step, skip_empty_at_cfg1: bool = True)
     return ["positive", EMPTY, *(n for n in wanted if n not in ("positive", EMPTY))]
 
 
+def cfg(step: Step, d: dict) -> torch.Tensor:
+    """Plain CFG from evaluated predictions: D_empty + s (D_pos - D_empty), or D_pos where the empty prompt was
+    skipped (s = 1)."""
+    return d[EMPTY] + (d["positive"] - d[EMPTY]) * step.scale if EMPTY in d else d["positive"]
+
+
 def guide(technique: Technique, step: Step, d: dict) -> torch.Tensor:
     """The guided D from evaluated predictions, without host hooks (the analytic lab uses this)."""
-    out = d[EMPTY] + (d["positive"] - d[EMPTY]) * step.scale if EMPTY in d else d["positive"]
+    out = cfg(step, d)
     extra = technique.term(step, d)
     return out if extra is None else out + extra.to(out.dtype)
 

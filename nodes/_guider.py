@@ -74,8 +74,7 @@ class Guider(comfy.samplers.CFGGuider):
             if tensor is not None and not torch.isfinite(tensor).all():
                 raise ValueError(f"{name}: the latent holds NaN or inf values. Fix the node that produced it "
                                  "(VAE Encode of a broken image, a bad latent file).")
-        name = getattr(getattr(sampler, "sampler_function", None), "__name__", "")
-        self.technique.reset(Run(sigmas, sampling_kind(self.model_patcher), noise.shape[0], name))
+        self.technique.reset(Run(sigmas, sampling_kind(self.model_patcher), noise.shape[0]))
         return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     def _cond_batch(self, conds, x, timestep, model_options):

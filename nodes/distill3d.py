@@ -28,7 +28,7 @@ from ..guiders.score_clip import clip_threshold
 from ..guiders.technique import Run
 from ..guiders.views import SCHEDULES, mix_conditionings, view_mix, view_rows
 from ._common import IMAGE, SAMPLING, ViewPrompts, encode
-from ._guider import Guider
+from ._guider import Guider, sampling_kind
 from .views import TEMPLATES, view_texts
 
 MESH_CATEGORY = "3d/NegGuide"  # core's SaveGLB / VoxelToMesh live in "3d"
@@ -127,7 +127,7 @@ class Distiller:
     def __init__(self, model, cfg, seed, shape, conds):
         self.model, self.cfg, self.seed = model, cfg, seed
         self.sampling = model.get_model_object("model_sampling")
-        self.kind = "const" if prediction_of(model) == "flow" else "ve"
+        self.kind = sampling_kind(model)
         self.options = comfy.model_patcher.create_model_options_clone(model.model_options)
         self.options.setdefault("transformer_options", {})
         conds = {k: comfy.sampler_helpers.convert_cond(v) for k, v in conds.items()}
