@@ -2,7 +2,8 @@
 
 Fixture `comfy_server` (session): ComfyUI's own main.py on 127.0.0.1 (a free port), --cpu, a temp
 --base-directory with custom_nodes/negguide (a symlink to this repo) and tiny random models under the names the
-shipped workflows use (SD1.5 checkpoint "v1-5-pruned-emaonly.safetensors", BLIP captioner, BERT). Its log goes
+shipped workflows use (SD1.5 checkpoint "v1-5-pruned-emaonly.safetensors", BLIP captioner, BERT), plus the
+test-only loader nodes of tiny_loader_nodes.py that stand in for the family templates' loaders. Its log goes
 to a file; fixture `server` (per test) prints the part of it a failing test produced. Test modules import both
 fixtures (pytest finds them by their fixture names):
     from _server import comfy_server_fixture, server_fixture  # noqa: F401
@@ -167,6 +168,7 @@ def frontend(server: ComfyServer, viewport=(1600, 1000), pixel_ratio=1):
 def launch(base: pathlib.Path) -> ComfyServer:
     """Lays out a base directory (pack symlink, tiny models, first-run settings) and starts a server on it."""
     cf.layout(base)
+    (base / "custom_nodes" / "negguide_test_tiny_loaders.py").symlink_to(HERE / "tiny_loader_nodes.py")
     _build_models(base / "models")
     server = ComfyServer(base)
     try:

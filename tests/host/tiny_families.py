@@ -112,6 +112,24 @@ def clip(family: str, seed: int = 0):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def vae(family: str, seed: int = 0):
+    """A comfy.sd.VAE of the family's latent space with seeded random weights, built from a state dict as VAELoader
+    builds one (ComfyUI reads the layout from the keys, so these are full size: SD's 4-channel and the 16-channel
+    image autoencoder, Wan 2.1's causal 3-D one). Decoding gives noise-like images of the right shape."""
+    import comfy.ldm.models.autoencoder
+    import comfy.ldm.wan.vae
+    import comfy.sd
+    from tiny_sd15 import VAE
+    channels = model(family).model.latent_format.latent_channels
+    if family.startswith("wan"):
+        net = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=channels, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                       attn_scales=[], temperal_downsample=[False, True, True])
+    else:
+        net = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig={**VAE, "z_channels": channels}, embed_dim=channels)
+    return comfy.sd.VAE(sd=seeded_init(net, seed + 2).state_dict())
+
+
 def encode(family: str, text: str):
     """What CLIP Text Encode gives for this family's tiny CLIP."""
     c = clip(family)
