@@ -27,8 +27,10 @@ noise (deterministic samplers: 0) the update misses
     -(1 - eta^2) * (1 - r) / 2 * [div D_neg - div D_pos](x_prev)      (VE; r = sigma_now^2 / sigma_prev^2)
 eta^2 is read off the observed step, the divergence gap comes from one Hutchinson probe (two extra model rows).
 """
+import hashlib
 import logging
 import math
+from collections import OrderedDict
 
 import torch
 
@@ -43,6 +45,7 @@ CORRECTIONS = ("auto", "on", "off")
 PROBE_REL = 0.01  # Hutchinson finite-difference step, as a share of sigma (the scale on which D bends)
 POOL_DOF = 256  # the noise share pools its evidence over past steps until it has about this many degrees of freedom
 FULL_NOISE = 0.05  # auto stops probing while the measured eta^2 stays above 1 minus this (or its noise)
+RUNS_KEPT = 64  # finished runs a technique remembers by their samples, for plots of cached or shared samplers
 
 
 def check_kind(kind: str):
@@ -145,7 +148,7 @@ def check_settings(prior: float, p_min: float, p_max: float, lambda0: float = 0.
     for name, value in (("prior", prior), ("p_min", p_min), ("p_max", p_max), ("lambda0", lambda0),
                         ("tau", tau), ("delta", delta)):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name}: {value!r} is not a finite number")
+            raise ValueError(f"{name}: {value!r} is not a finite number; set a number (the default is a good start)")
     if not 0 < prior < 1:
         raise ValueError(f"prior: {prior} must be strictly between 0 and 1 (it is a probability; the paper uses 0.01)")
     if not 0 < p_min < p_max < 1:
@@ -295,6 +298,7 @@ class DynamicNegativeGuidance(Technique):
         check_settings(prior, p_min, p_max, lambda0, tau, delta, kind)
         self.lambda0, self.unwanted = float(lambda0), unwanted
         self.tracker = PosteriorTracker(prior, tau, delta, p_min, p_max, kind, per_element, correction)
+        self.runs = OrderedDict()  # fingerprint of a run's samples -> its history(); kept across reset()
         self.reset()
 
     @property
@@ -345,10 +349,10 @@ class DynamicNegativeGuidance(Technique):
                         "tracked poorly (docs/dng.md in the NegGuide folder): set correction to auto.",
                         float(eta2.nan_to_num(1.0).min()))
 
-    def tracking_note(self) -> tuple[str, bool]:
-        """(one line for the plot, whether it is a warning) from the last run's measured noise share ("step noise":
-        the share of the ancestral step's noise the sampler injected)."""
-        eta2 = self.history()["eta2"]
+    def tracking_note(self, history: dict | None = None) -> tuple[str, bool]:
+        """(one line for the plot, whether it is a warning) from a run's measured noise share ("step noise": the share
+        of the ancestral step's noise the sampler injected); history: that run's history() (default: the last run)."""
+        eta2 = (history or self.history())["eta2"]
         share = float(eta2.nanmean()) if eta2.numel() and not eta2.isnan().all() else float("nan")
         if not share < 0.95:  # full ancestral noise, or not measurable: the uncorrected tracker is the right one
             return "", False
@@ -364,6 +368,27 @@ class DynamicNegativeGuidance(Technique):
         log_p = torch.stack([q.float().cpu() for q in self.tracker.log_ps])
         return {"sigma": torch.tensor(self.tracker.sigmas), "p": log_p.exp(), "lambda": dng_scale(log_p, self.lambda0),
                 "eta2": torch.stack([q.float().cpu() for q in self.tracker.eta2s])}
+
+
+    def finish(self, samples: torch.Tensor):
+        """File the run that just ended under the samples it returned: one guider can serve several samplers, and a
+        plot wired to one sampler's output must draw that sampler's run (run_history), not whichever ran last."""
+        key = fingerprint(samples)
+        self.runs[key] = self.history()
+        self.runs.move_to_end(key)
+        while len(self.runs) > RUNS_KEPT:
+            self.runs.popitem(last=False)
+
+    def run_history(self, samples: torch.Tensor) -> dict | None:
+        """history() of the run that returned these samples, or None if no remembered run did."""
+        return self.runs.get(fingerprint(samples))
+
+
+def fingerprint(samples: torch.Tensor) -> str:
+    """A key for a run's output: shape plus a hash of its CPU fp32 values, so the same latent moved to another
+    device (the host's intermediate device) or passed along by the host gets the same key."""
+    t = samples.detach().to("cpu", torch.float32).contiguous()
+    return f"{tuple(t.shape)}:{hashlib.blake2b(t.numpy().data, digest_size=16).hexdigest()}"
 
 
 def _last_level(step) -> bool:

@@ -108,12 +108,17 @@ def find(technique: Technique, kind: type):
     return next((t for t in technique.parts() if isinstance(t, kind)), None)
 
 
+def skips_empty(step: Step, skip_empty_at_cfg1: bool = True) -> bool:
+    """Whether CFG itself leaves the empty prompt out at this evaluation: s = 1 (ComfyUI's cfg-1 optimisation)."""
+    return skip_empty_at_cfg1 and abs(step.scale - 1.0) < 1e-9
+
+
 def evaluated(technique: Technique, step: Step, skip_empty_at_cfg1: bool = True) -> list[str]:
     """The prompts to evaluate, in batch order: positive and empty first (the CFG pair, where hooks written for
     CFG look for them), then the technique's extras. The empty prompt is left out only where CFG itself would
     skip it: s = 1 and the technique needs nothing."""
     wanted = list(dict.fromkeys(technique.conditions(step)))
-    if skip_empty_at_cfg1 and abs(step.scale - 1.0) < 1e-9 and not wanted:
+    if skips_empty(step, skip_empty_at_cfg1) and not wanted:
         return ["positive"]
     return ["positive", EMPTY, *(n for n in wanted if n not in ("positive", EMPTY))]
 
@@ -131,16 +136,22 @@ def guide(technique: Technique, step: Step, d: dict) -> torch.Tensor:
     return out if extra is None else out + extra.to(out.dtype)
 
 
-def fold_cfg_pair(cond, uncond, extra, scale: float):
-    """Rewrite `uncond + scale * (cond - uncond) + extra` as a plain CFG pair (cond', uncond').
+FOLD_WIDTH = 0.5  # |s - 1| below which part of the term moves into the positive (docs/method.md)
 
-    Hooks such as sampler_cfg_function only understand a (cond, uncond, scale) triple. DECISION: the extra term
-    goes into the negative side so the positive stays the reference. Near scale 1 the negative side barely
-    matters (dividing by scale - 1 would blow up), so for 0.5 < scale < 1.5 the extra term goes into the
-    positive instead. Either way plain CFG on the pair gives the same result.
+
+def fold_cfg_pair(cond, uncond, extra, scale: float):
+    """Rewrite `uncond + scale * (cond - uncond) + extra` as a plain CFG pair (cond + a extra, uncond + b extra),
+    s a + (1 - s) b = 1, so plain CFG on the pair gives the same result.
+
+    Hooks such as sampler_cfg_function only understand a (cond, uncond, scale) triple. DECISION: the term goes into
+    the negative side (a = 0, b = 1 / (1 - s)) so the positive stays the reference; b blows up near s = 1, so within
+    FOLD_WIDTH of it the share t = ((s - 1) / FOLD_WIDTH)^2 goes into the negative and 1 - t into the positive:
+    a = (1 - t) / s, b = (1 - s) / FOLD_WIDTH^2. Both are continuous in s, so what a cfg hook sees (RescaleCFG's
+    norms) does not jump as the scale crosses 1 +- FOLD_WIDTH, and at s = 1 the term sits wholly in the positive.
     """
     if extra is None:
         return cond, uncond
-    if abs(scale - 1.0) >= 0.5:  # keeps the division well conditioned
+    t = ((scale - 1.0) / FOLD_WIDTH) ** 2
+    if t >= 1.0:
         return cond, uncond - extra / (scale - 1.0)
-    return cond + extra / scale, uncond
+    return cond + extra * ((1.0 - t) / scale), uncond + extra * ((1.0 - scale) / FOLD_WIDTH ** 2)

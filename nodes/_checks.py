@@ -1,4 +1,5 @@
 """Input checks that turn deep tensor errors into messages naming the input and the fix."""
+import math
 
 
 def cond_width(conditioning):
@@ -30,3 +31,12 @@ def check_family(model, named: dict):
                 f"{name}: its text embeddings are {width} wide but {expected[0]} uses {expected[1]}. "
                 "The conditionings come from a different model family: encode every prompt with the CLIP "
                 "that belongs to this checkpoint.")
+
+
+def check_finite(**named):
+    """Numbers must be finite: the host's range check lets NaN through (every comparison with NaN is False), and a
+    NaN scale or weight would turn every image into noise without an error."""
+    for name, value in named.items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name}: {value!r} is not a finite number; set a number in the widget's range (NaN or inf "
+                             "only come from an edited workflow file or an API call)")

@@ -10,8 +10,9 @@ import torch
 from comfy_api.latest import io
 
 from ..guiders.views import mix_conditionings
+from ._checks import check_finite
 from ._common import SAMPLING, Captioner, encode
-from ._sampling import ksampler_inputs, sample_with_guider
+from ._sampling import check_choice, ksampler_inputs, sample_with_guider
 from .captioner import caption_inputs
 from .dns import SCALE_TOOLTIP, dns_guider
 from .perp_neg import build_guider as perp_neg_guider
@@ -84,6 +85,8 @@ class AutoDNP(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, captioner, positive, latent_image, seed, steps, sampler_name, scheduler, denoise,
                 cfg, dns_scale, final_guidance, neg_weight, caption_prompt, **caption_options) -> io.NodeOutput:
+        check_finite(cfg=cfg, dns_scale=dns_scale, neg_weight=neg_weight)  # before the DNS pass, not after it
+        check_choice("final_guidance", final_guidance, ["cfg", "perp_neg"])
         empty = encode(clip, "")
 
         def run(guider):

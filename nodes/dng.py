@@ -1,8 +1,9 @@
 """DNG guider, sampler and plot nodes (math: guiders/dng.py; chart: support/plot.py).
 
 A guider node returns before sampling runs, so the diagnostics live on the guider's DNG technique: each run
-resets them and fills one row per sigma level. "DNG Plot" takes the same GUIDER plus the sampler's LATENT,
-which only exists after sampling, so it always draws the run that just happened.
+resets them and fills one row per sigma level. One guider can feed several samplers and ComfyUI's cache can replay
+any of them, so every finished run is filed under the samples it returned; "DNG Plot" takes the GUIDER plus a
+sampler's LATENT and draws the run that produced that latent.
 """
 import sys
 
@@ -13,7 +14,7 @@ from comfy_api.latest import io, ui
 from ..guiders.dng import CORRECTIONS, DynamicNegativeGuidance
 from ..guiders.perp_neg import Perpendicular
 from ..support.plot import dng_chart
-from ._checks import check_family
+from ._checks import check_family, check_finite
 from ._common import SAMPLING
 from ._guider import WINDOW_INPUTS, Guider, windowed
 from ._pair import node_pair
@@ -66,21 +67,42 @@ CORRECTION = io.Combo.Input("correction", options=list(CORRECTIONS), default="au
 def build_guider(model, positive, empty_conditioning, unwanted, cfg, lambda0, prior, tau, delta, p_min, p_max,
                  perpendicular=False, per_element=True, negative_start=0.0, negative_end=1.0, correction="auto"):
     check_family(model, {"positive": positive, "empty_conditioning": empty_conditioning, "unwanted": unwanted})
+    check_finite(cfg=cfg)
     technique = DynamicNegativeGuidance(lambda0, prior, tau, delta, p_min, p_max, per_element=per_element,
                                         correction=correction)
     if perpendicular:
         technique = Perpendicular(technique)
     technique = windowed(technique, model, negative_start, negative_end)
-    return Guider(model, {"positive": positive, "empty": empty_conditioning, "unwanted": unwanted}, cfg, technique)
+    return DNGGuider(model, {"positive": positive, "empty": empty_conditioning, "unwanted": unwanted}, cfg, technique)
 
 
-def render_history(dng: DynamicNegativeGuidance, width=640, height=560) -> torch.Tensor:
-    """IMAGE [1, H, W, 3]: posterior and lambda per step (log axes), one curve per sample."""
-    hist = dng.history()
-    if hist["p"].numel() == 0:
+class DNGGuider(Guider):
+    """Files each finished run's diagnostics under the samples it returned (DynamicNegativeGuidance.finish)."""
+
+    def sample(self, *args, **kwargs):
+        samples = super().sample(*args, **kwargs)
+        self.find(DynamicNegativeGuidance).finish(samples)
+        return samples
+
+
+def run_of(dng: DynamicNegativeGuidance, latent) -> dict:
+    """The history of the run that returned this LATENT, or a ValueError saying how to wire the plot."""
+    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+        raise ValueError(f"latent: expected a LATENT, got {type(latent).__name__}. Connect the sampler's output.")
+    if not dng.runs:
         raise ValueError("guider: this DNG guider has not sampled yet. Connect the LATENT output of the sampler that "
                          "uses it to the plot's latent input, so the plot runs after sampling.")
-    note, warn = dng.tracking_note()
+    hist = dng.run_history(latent["samples"])
+    if hist is None:
+        raise ValueError("latent: no run of this DNG guider returned this latent. Connect the first LATENT output "
+                         "('output', not 'denoised_output') of the sampler that uses this guider straight to the "
+                         "plot, with no node changing it in between.")
+    return hist
+
+
+def render_history(dng: DynamicNegativeGuidance, hist: dict, width=640, height=560) -> torch.Tensor:
+    """IMAGE [1, H, W, 3]: posterior and lambda per step (log axes), one curve per sample, of one run's history."""
+    note, warn = dng.tracking_note(hist)
     image = dng_chart(hist["sigma"].tolist(), hist["p"].tolist(), hist["lambda"].tolist(), dng.lambda0, width, height,
                       note, warn)
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
@@ -102,11 +124,13 @@ class DNGPlotNode(io.ComfyNode):
             node_id="NegGuideDNGPlot",
             display_name="DNG Plot (NegGuide)",
             category=SAMPLING,
-            description="Draws the last run of a DNG guider: the posterior p of the unwanted concept and the negative "
-                        "scale lambda at every step, one curve per image in the batch.",
+            description="Draws one run of a DNG guider, the one that produced the connected latent: the posterior p "
+                        "of the unwanted concept and the negative scale lambda at every step, one curve per image in "
+                        "the batch.",
             inputs=[
                 io.Guider.Input("guider", tooltip="The GUIDER output of 'DNG Guider (NegGuide)'."),
-                io.Latent.Input("latent", tooltip="The LATENT output of the sampler that used this guider: it makes the plot run after sampling."),
+                io.Latent.Input("latent", tooltip="The LATENT output of the sampler that used this guider: the plot draws "
+                                                  "the run that produced it (one guider may feed several samplers)."),
                 io.Int.Input("width", default=640, min=256, max=2048, step=16, tooltip="Plot width in pixels."),
                 io.Int.Input("height", default=560, min=256, max=2048, step=16, tooltip="Plot height in pixels (two panels)."),
             ],
@@ -118,12 +142,14 @@ class DNGPlotNode(io.ComfyNode):
         dng = guider.find(DynamicNegativeGuidance) if isinstance(guider, Guider) else None
         if dng is None:
             raise ValueError(f"guider: expected the output of 'DNG Guider (NegGuide)', got {type(guider).__name__}")
-        return io.NodeOutput(render_history(dng, width, height))
+        return io.NodeOutput(render_history(dng, run_of(dng, latent), width, height))
 
 
 def plot_after_sampling(guider, latent):
+    """The KSampler node's plot: its guider is built for this one run, so the run just finished is the one."""
     dng = guider.find(DynamicNegativeGuidance)
-    return (render_history(dng) if dng.history()["p"].numel() else torch.ones(1, 64, 64, 3),)
+    hist = dng.history()
+    return (render_history(dng, hist) if hist["p"].numel() else torch.ones(1, 64, 64, 3),)
 
 
 def plot_preview(guider, node_cls):

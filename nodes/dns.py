@@ -3,7 +3,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..guiders.dns import cfg_for_dns
-from ._checks import check_family
+from ._checks import check_family, check_finite
 from ._pair import node_pair
 
 SCALE_TOOLTIP = ("DNS scale s of the paper (eq. 19-20): D = D_empty + s (D_empty - D_prompt). The paper does not "
@@ -14,6 +14,7 @@ def dns_guider(model, positive, empty_conditioning, dns_scale: float):
     """DNS is two-term CFG with the roles swapped (positive "", negative p) at cfg s + 1. Core's own
     CFGGuider does exactly that, so every model_options hook (RescaleCFG, CFGZeroStar, ...) keeps
     working and the result is bit-identical to what a user could wire by hand."""
+    check_finite(dns_scale=dns_scale)
     if dns_scale < 0:
         raise ValueError(f"dns_scale: {dns_scale} is negative; DNS needs s >= 0 (0 = unconditional sample)")
     check_family(model, {"positive": positive, "empty_conditioning": empty_conditioning})

@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from ..guiders.perp_neg import PerpNeg
 from ..guiders.score_clip import ScoreClip
-from ._checks import check_family
+from ._checks import check_family, check_finite
 from ._common import Negatives
 from ._guider import WINDOW_INPUTS, Guider, windowed
 from ._pair import node_pair
@@ -33,6 +33,7 @@ LATER_INPUTS = [io.Float.Input("score_clip_start", default=0.0, min=0.0, max=100
 
 def build_guider(model, positive, empty_conditioning, cfg, negative=None, neg_weight=1.5, more_negatives=None,
                  score_clip_start=0.0, score_clip_end=0.0, negative_start=0.0, negative_end=1.0):
+    check_finite(cfg=cfg, neg_weight=neg_weight, score_clip_start=score_clip_start, score_clip_end=score_clip_end)
     negatives = chain(None, negative, neg_weight, "negative") if negative is not None else []
     negatives += list(more_negatives or [])
     check_family(model, {"positive": positive, "empty_conditioning": empty_conditioning,

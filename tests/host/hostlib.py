@@ -59,20 +59,32 @@ def tiny_graph(ckpt, prompt="a photo of a cat", negative="blurry", width=64, hei
     }
 
 
-def recording_hooks(predictions: list, finals: list) -> dict:
-    """model_options that record what a guider computes: every calc_cond_batch result (one list of predictions per
-    evaluation, in batch order) and every guided output after CFG (post-cfg hook)."""
-    import comfy.samplers
+def spied(model_options: dict, on_call) -> dict:
+    """A copy of model_options whose calc_cond_batch wrapper calls on_call(call) after every batched model call, with
+    call.conds, call.out (empty slots left out), call.x and call.sigma. A wrapper, not the calc_cond_batch hook: a
+    hook sees only CFG's pair and would move a guider's extra prompts into a call of their own (docs/method.md,
+    "Model patches and hooks")."""
+    import types
 
-    def calc(args):
-        out = comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-        predictions.append([o.clone() for o in out])
+    import comfy.patcher_extension
+
+    def wrapper(executor, model, conds, x, sigma, *args, **kwargs):
+        out = executor(model, conds, x, sigma, *args, **kwargs)
+        kept = [(c, o) for c, o in zip(conds, out) if c is not None]
+        on_call(types.SimpleNamespace(conds=[c for c, _ in kept], out=[o for _, o in kept], x=x, sigma=sigma))
         return out
+    spy = {"transformer_options": {"wrappers": {comfy.patcher_extension.WrappersMP.CALC_COND_BATCH: {"negguide_spy": [wrapper]}}}}
+    return comfy.patcher_extension.merge_nested_dicts(model_options, spy)
 
+
+def recording_hooks(predictions: list, finals: list) -> dict:
+    """model_options that record what a guider computes: every batched model call's predictions (one list per call,
+    in batch order) and every guided output after CFG (post-cfg hook). Pass to sample_guider(options=...)."""
     def post(args):
         finals.append(args["denoised"].clone())
         return args["denoised"]
-    return {"sampler_calc_cond_batch_function": calc, "sampler_post_cfg_function": [post]}
+    return spied({"sampler_post_cfg_function": [post]},
+                 lambda call: predictions.append([o.clone() for o in call.out]))
 
 
 def sample_guider(guider, noise, steps=2, options=None):
@@ -81,7 +93,8 @@ def sample_guider(guider, noise, steps=2, options=None):
     import comfy.samplers
     import torch
     if options:
-        guider.model_options = {**guider.model_options, **options}
+        import comfy.patcher_extension
+        guider.model_options = comfy.patcher_extension.merge_nested_dicts(guider.model_options, options)
     sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", steps)
     return guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
                          disable_pbar=True, seed=0)

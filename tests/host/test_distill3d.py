@@ -6,7 +6,7 @@ import struct
 import pytest
 import torch
 
-from hostlib import tiny_graph
+from hostlib import spied as spied_options, tiny_graph
 
 PROMPT = "a corgi"
 # tiny: 8^3 grid, 8x8 latent renders (the one-level tiny UNet takes any size)
@@ -32,19 +32,16 @@ def params(f3d):
 
 
 def spied(tiny, calc=None, post=None):
-    """A clone of the tiny model whose calc_cond_batch hook records (conds, outputs) per call."""
-    import comfy.samplers
+    """A clone of the tiny model recording (conds, outputs, sigma) per batched model call (hostlib.spied)."""
     calls = []
 
-    def hook(args):
-        out = comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-        calls.append((args["conds"], out, args["sigma"]))
+    def record(call):
+        calls.append((call.conds, call.out, call.sigma))
         if calc:
             calc(len(calls))
-        return out
 
     m = tiny["model"].clone()
-    m.set_model_sampler_calc_cond_batch_function(hook)
+    m.model_options = spied_options(m.model_options, record)
     if post:
         m.set_model_sampler_post_cfg_function(post)
     return m, calls

@@ -2,7 +2,7 @@
 a batch equals its single runs, the probe rows go through one extra batched call, the noise share is measured."""
 import torch
 
-from hostlib import tiny_graph
+from hostlib import spied, tiny_graph
 
 SETTINGS = {"cfg": 7.5, "lambda0": 15.0, "prior": 0.01, "tau": 1e-4, "delta": 0.0, "p_min": 1e-6, "p_max": 0.99,
             "perpendicular": False, "per_element": False}  # the random model's evidence is huge: a tiny tau keeps p
@@ -46,16 +46,11 @@ def test_euler_moves_the_posterior_stays_finite_and_a_batch_equals_its_single_ru
 def test_probe_rows_ride_in_one_extra_batched_call_and_skip_ancestral_steps(host):
     calls = []
 
-    def spy(args):
-        import comfy.samplers
-        calls.append((len(args["conds"]), float(args["input"].abs().sum())))
-        return comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     rows = {}
     for sampler, correction in (("euler", "auto"), ("euler", "off"), ("euler_ancestral", "auto")):
         guider = dng_guider(host, correction=correction)
-        guider.model_options = {**guider.model_options, "sampler_calc_cond_batch_function": spy}
+        guider.model_options = spied(guider.model_options, lambda c: calls.append((len(c.conds), float(c.x.abs().sum()))))
         calls.clear()
         out = sample(guider, noise, sampler, steps=4)
         assert torch.isfinite(out).all()

@@ -239,10 +239,9 @@ def test_flux_negatives_at_cfg_1_in_one_batched_call(host):
             - weights * perpendicular(d_neg2 - d_empty, e_pos)
         assert close(final.double().flatten(1), want, 1e-5)
     plain = []
-    positive_only = sample(core_cfg("flux", T.model("flux"), 1.0), T.noise("flux", 2, seed=4), options={
-        "sampler_calc_cond_batch_function":
-            lambda a: plain.append(sum(c is not None for c in a["conds"])) or hooks["sampler_calc_cond_batch_function"](a)})
-    assert plain == [1, 1]  # where core CFG at cfg 1 evaluates the positive alone
+    positive_only = sample(core_cfg("flux", T.model("flux"), 1.0), T.noise("flux", 2, seed=4),
+                           options=recording_hooks(plain, []))
+    assert [len(c) for c in plain] == [1, 1]  # where core CFG at cfg 1 evaluates the positive alone
     assert not close(out, positive_only, 1e-2)  # and the negatives really change the image
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hostlib import tiny_graph
+from hostlib import spied, tiny_graph
 
 SETTINGS = {"cfg": 7.5, "lambda0": 15.0, "prior": 0.01, "tau": 0.25, "delta": 0.003, "p_min": 1e-6, "p_max": 0.99,
             "perpendicular": False, "per_element": True}
@@ -85,16 +85,10 @@ def test_batch_of_four_equals_four_single_runs(host):
 
 def test_all_three_conditions_in_one_calc_cond_batch_call(host):
     calls = []
-
-    def spy(args):
-        import comfy.samplers
-        calls.append(len(args["conds"]))
-        return comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-
     g = tiny_graph(host.ckpt)
     g["guider"] = dng_guider(correction="off")  # the divergence probe's extra call: test_dng_correction_host.py
     guider = host.execute(g, ["guider"])["guider"][0]
-    guider.model_options = {**guider.model_options, "sampler_calc_cond_batch_function": spy}
+    guider.model_options = spied(guider.model_options, lambda call: calls.append(len(call.conds)))
     direct_sample(guider, torch.randn(1, 4, 8, 8), steps=2)
     assert calls == [3, 3]
 

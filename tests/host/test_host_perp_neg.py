@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hostlib import tiny_graph
+from hostlib import spied, tiny_graph
 
 STEPS = dict(steps=3, sampler_name="euler", scheduler="normal")
 
@@ -116,17 +116,11 @@ def test_core_perpneg_mixes_the_batch(host):
 
 def test_all_conditions_in_one_calc_cond_batch_call(host):
     calls = []
-
-    def spy(args):
-        import comfy.samplers
-        calls.append(len(args["conds"]))
-        return comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-
     g = tiny_graph(host.ckpt)
     g["more"] = {"class_type": "NegGuideAddNegative", "inputs": {"conditioning": ["pos", 0], "weight": 0.5}}
     g["guider"] = ours(more_negatives=["more", 0])
     guider = host.execute(g, ["guider"])["guider"][0]
-    guider.model_options = {**guider.model_options, "sampler_calc_cond_batch_function": spy}
+    guider.model_options = spied(guider.model_options, lambda call: calls.append(len(call.conds)))
     direct_sample(guider, torch.randn(1, 4, 8, 8), steps=2)
     assert calls == [4, 4]  # positive, empty and two negatives, once per model evaluation
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hostlib import tiny_graph
+from hostlib import spied, tiny_graph
 
 PERP = {"cfg": 7.5, "neg_weight": 1.5}
 DNG = {"cfg": 7.5, "lambda0": 15.0, "prior": 0.5, "tau": 0.25, "delta": 0.003, "p_min": 1e-6, "p_max": 0.99,
@@ -25,12 +25,8 @@ def guider(host, kind, **window):
 def sample(gd, noise, steps=5, rows=None):
     import comfy.samplers
 
-    def calc(args):
-        rows.append(len([c for c in args["conds"] if c is not None]))
-        return comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
-
     if rows is not None:
-        gd.model_options = {**gd.model_options, "sampler_calc_cond_batch_function": calc}
+        gd.model_options = spied(gd.model_options, lambda call: rows.append(len(call.conds)))
     sigmas = comfy.samplers.calculate_sigmas(gd.model_patcher.get_model_object("model_sampling"), "normal", steps)
     out = gd.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas, disable_pbar=True, seed=0)
     return out, sigmas
