@@ -11,24 +11,13 @@ from comfy_api.latest import io
 
 from ..guiders.debias import THRESHOLD, debias_prompt, format_report, masked_lm_scorer, parse_protected
 from ..guiders.views import VIEWS
-from ..support.hf import load_masked_lm, read_config
+from ..support.hf import load_masked_lm
 from ._common import CONDITIONING, ViewPrompts, require_prompt
 from ._folders import ModelFolder
 
 FOLDER = ModelFolder("bert", "bert_model", "masked language model",
                      "a Hugging Face BERT uncased folder (config.json, tokenizer files, model.safetensors)",
                      "bert-base-uncased")
-
-
-def refuse_remote_code(path: str):
-    """A folder whose model needs its own Python code would fail deep in transformers with an unrelated tokenizer
-    message; NegGuide never runs such code, so say so (the captioner loader does the same, support/hf.py)."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    config = read_config(path, f"bert_model: folder {path}", FOLDER.what)
-    if config.get("auto_map") and config.get("model_type") not in CONFIG_MAPPING_NAMES:
-        raise ValueError(f"bert_model: {path} needs its own Python code (auto_map in config.json), which NegGuide never "
-                         "runs (trust_remote_code=False): use a BERT in transformers' own format, e.g. bert-base-uncased")
 
 
 class DebiasViewPrompts(io.ComfyNode):
@@ -63,9 +52,7 @@ class DebiasViewPrompts(io.ComfyNode):
     @classmethod
     def execute(cls, prompt, bert_model, protected_words, threshold) -> io.NodeOutput:
         require_prompt(prompt)
-        path = FOLDER.resolve(bert_model)
-        refuse_remote_code(path)
-        tokenizer, model = load_masked_lm(path, "bert_model")
+        tokenizer, model = load_masked_lm(FOLDER.resolve(bert_model), "bert_model")
         pbar = comfy.utils.ProgressBar(len(prompt.split()) + 1)
 
         def on_batch(done):

@@ -79,19 +79,26 @@ def dtype_option(dtype) -> dict:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-def check_folder(path: str) -> dict:
-    """The folder's config, or a ValueError that names the folder and says what belongs there."""
+def refuse_remote_code(config: dict, where: str, instead: str):
+    """A model that needs its own Python code would fail deep in transformers with an unrelated message; NegGuide
+    never runs such code, so say so and what to use instead."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+    model_type = config.get("model_type")
+    if config.get("auto_map") and model_type not in CONFIG_MAPPING_NAMES:
+        raise ValueError(f"{where} needs its own Python code (auto_map in {CONFIG}, model_type {model_type!r} "
+                         f"unknown to transformers). NegGuide never runs code shipped with a model "
+                         f"(trust_remote_code=False): use {instead}.")
+
+
+def check_folder(path: str) -> dict:
+    """The folder's config, or a ValueError that names the folder and says what belongs there."""
     where = f"captioner folder {path}"
     config = read_config(path, where, WHAT_TO_PUT)
     model_type = config.get("model_type")
     if model_type not in image_to_text_auto()[1]:
-        if config.get("auto_map") and model_type not in CONFIG_MAPPING_NAMES:
-            raise ValueError(f"{where} needs its own Python code (auto_map in {CONFIG}, model_type {model_type!r} "
-                             "unknown to transformers). NegGuide never runs code shipped with a model "
-                             "(trust_remote_code=False): use a version converted to transformers' native format "
-                             "(for Florence-2, a community conversion) or another captioner.")
+        refuse_remote_code(config, where, "a version converted to transformers' native format (for Florence-2, a "
+                           "community conversion) or another captioner")
         what = f"a {model_type!r} model" if model_type else f"a folder whose {CONFIG} has no model_type"
         raise ValueError(f"{where} holds {what}, which transformers cannot run as an image-to-text model. "
                          f"Put {WHAT_TO_PUT} there (or update transformers if this is a newer architecture).")
@@ -172,8 +179,10 @@ def load_masked_lm(path: str, input_name: str = "bert_model"):
         from transformers import AutoModelForMaskedLM, AutoTokenizer
     except ImportError as e:
         raise ValueError(f"{input_name}: prompt debiasing needs the 'transformers' package (pip install transformers)") from e
-    model_type = read_config(path, f"{input_name}: folder {path}", "a BERT uncased masked LM folder (config.json, "
-                             "tokenizer files, model.safetensors)").get("model_type", "?")
+    where = f"{input_name}: folder {path}"
+    config = read_config(path, where, "a BERT uncased masked LM folder (config.json, tokenizer files, model.safetensors)")
+    refuse_remote_code(config, where, "a BERT in transformers' own format, e.g. bert-base-uncased")
+    model_type = config.get("model_type", "?")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **HF_OPTIONS)
         model, info = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, output_loading_info=True,
