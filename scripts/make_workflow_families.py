@@ -6,7 +6,6 @@ saves what it serialises, with the loaders and file names those models ship with
 With --url it uses a running ComfyUI that has NegGuide installed; without, it starts one (scripts/comfy_frontend.py).
 Then run scripts/refresh_templates.py (un-overlaps nodes) and scripts/make_thumbnails.py.
 """
-import argparse
 import importlib.util
 import pathlib
 
@@ -140,16 +139,7 @@ WORKFLOWS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running ComfyUI with NegGuide installed (default: start one)")
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "example_workflows")
-    args = parser.parse_args()
-    with cf.comfyui(args.url) as url, cf.frontend(url) as (page, errors):
-        for name, make in WORKFLOWS.items():
-            nodes, links = make()
-            sized = {key: (*value, SIZES.get(value[0])) for key, value in nodes.items()}
-            mw.write(args.out, name, cf.build(page, sized, links), errors)
-
+    mw.main({name: make() for name, make in WORKFLOWS.items()}, SIZES, __doc__)
 
 if __name__ == "__main__":
     main()

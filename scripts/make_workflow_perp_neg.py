@@ -80,8 +80,9 @@ WORKFLOWS = {
 }
 
 
-def sized(nodes: dict) -> dict:
-    return {key: (*value, SIZES.get(value[0])) for key, value in nodes.items()}
+def sized(nodes: dict, sizes: dict) -> dict:
+    """Each node keeps the size it names, else gets its type's size from `sizes` (else its own default size)."""
+    return {key: value if len(value) > 4 else (*value, sizes.get(value[0])) for key, value in nodes.items()}
 
 
 def write(out_dir: pathlib.Path, name: str, workflow: dict, errors: list):
@@ -92,14 +93,16 @@ def write(out_dir: pathlib.Path, name: str, workflow: dict, errors: list):
     print(f"wrote {path}: {len(workflow['nodes'])} nodes, {len(workflow['links'])} links")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(workflows: dict = WORKFLOWS, sizes: dict = SIZES, description: str = __doc__):
+    """Builds each workflow (name -> (nodes, links)) in the frontend and writes it; the other template scripts'
+    main too."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--url", help="a running ComfyUI with NegGuide installed (default: start one)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "example_workflows")
     args = parser.parse_args()
     with cf.comfyui(args.url) as url, cf.frontend(url) as (page, errors):
-        for name, (nodes, links) in WORKFLOWS.items():
-            write(args.out, name, cf.build(page, sized(nodes), links), errors)
+        for name, (nodes, links) in workflows.items():
+            write(args.out, name, cf.build(page, sized(nodes, sizes), links), errors)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@
 Four views of one object in one batch: one prompt box -> (optional) Debias View Prompts -> View Conditioning ->
 Perp-Neg guider -> SamplerCustomAdvanced -> one grid image; the latent batch size comes from the view node.
 """
-import argparse
 import importlib.util
 import pathlib
 
@@ -62,13 +61,7 @@ LINKS = [
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running ComfyUI with NegGuide installed (default: start one)")
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "example_workflows")
-    args = parser.parse_args()
-    with cf.comfyui(args.url) as url, cf.frontend(url) as (page, errors):
-        _pn.write(args.out, NAME, cf.build(page, NODES, LINKS), errors)
-
+    _pn.main({NAME: (NODES, LINKS)}, {}, __doc__)  # each node names its size or keeps its own
 
 if __name__ == "__main__":
     main()
