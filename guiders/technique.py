@@ -7,7 +7,8 @@ A technique adds one term to classifier-free guidance (Ho & Salimans 2022) at ev
 The host (one adapter for every technique) asks `conditions(step)` which extra prompts it needs at this
 evaluation, evaluates the positive, the empty prompt and those in one batch, then asks `term(step, d)`. `reset(run)`
 starts a sampling run: per-run state (a tracked posterior, validation against the latent batch) lives on the
-technique and is rebuilt there, so a cached guider never carries one run's state into the next. Wrappers
+technique and is rebuilt there, so a cached guider never carries one run's state into the next; `finish(samples)`
+ends a run with what it returned (DNG files its diagnostics under it). Wrappers
 (Perpendicular, ScoreClip, Window) take any technique and are techniques themselves, so combinations are objects
 composed by the nodes, never flags inside one method.
 """
@@ -75,6 +76,9 @@ class Technique:
         conditions() asked for). None = plain CFG, so the host keeps CFG's exact arithmetic."""
         return None
 
+    def finish(self, samples: torch.Tensor) -> None:
+        """The run ended and returned these samples (e.g. to file its diagnostics under them)."""
+
     def parts(self):
         """This technique and every technique it wraps, outermost first (for diagnostics)."""
         yield self
@@ -97,6 +101,9 @@ class Wrapper(Technique):
 
     def term(self, step, d):
         return self.inner.term(step, d)
+
+    def finish(self, samples):
+        self.inner.finish(samples)
 
     def parts(self):
         yield self

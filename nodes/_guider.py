@@ -95,7 +95,9 @@ class Guider(comfy.samplers.CFGGuider):
                 raise ValueError(f"{name}: the latent holds NaN or inf values. Fix the node that produced it "
                                  "(VAE Encode of a broken image, a bad latent file).")
         self.technique.reset(Run(sigmas, sampling_kind(self.model_patcher), noise.shape[0]))
-        return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
+        samples = super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
+        self.technique.finish(samples)
+        return samples
 
     def _cond_batch(self, conds, x, timestep, model_options):
         """One batched model call for CFG's pair (or all prompts), through the calc_cond_batch hook where one is set."""

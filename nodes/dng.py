@@ -73,16 +73,7 @@ def build_guider(model, positive, empty_conditioning, unwanted, cfg, lambda0, pr
     if perpendicular:
         technique = Perpendicular(technique)
     technique = windowed(technique, model, negative_start, negative_end)
-    return DNGGuider(model, {"positive": positive, "empty": empty_conditioning, "unwanted": unwanted}, cfg, technique)
-
-
-class DNGGuider(Guider):
-    """Files each finished run's diagnostics under the samples it returned (DynamicNegativeGuidance.finish)."""
-
-    def sample(self, *args, **kwargs):
-        samples = super().sample(*args, **kwargs)
-        self.find(DynamicNegativeGuidance).finish(samples)
-        return samples
+    return Guider(model, {"positive": positive, "empty": empty_conditioning, "unwanted": unwanted}, cfg, technique)
 
 
 def run_of(dng: DynamicNegativeGuidance, latent) -> dict:
